@@ -1,0 +1,51 @@
+# Everything a fresh Debian machine (as root) needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEBS := keepalived tshark iproute2 nftables postgresql procps curl
+STAMP := $(VENV)/.installed
+
+.PHONY: test unit lab demo bench chaos deps venv postgres clean
+
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) and installing the project"
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+postgres: deps
+	@scripts/test-postgres.sh start
+
+test: deps venv postgres
+	@set -a; . scripts/test-postgres.env; set +a; \
+	  $(PY) -m pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+lab: deps venv
+	$(PY) -m pytest -q tests/lab $(PYTEST_ARGS)
+
+demo: deps venv
+	@$(PY) -m tests.lab.demo
+
+bench: deps venv
+	@$(PY) -m bench.run
+
+chaos: deps venv postgres
+	@set -a; . scripts/test-postgres.env; set +a; $(PY) -m tests.lab.chaos --full
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,4 @@
+"""Allow `python -m vrrpd`."""
+from vrrpd.cli import main
+
+raise SystemExit(main())
