@@ -1,0 +1,544 @@
+"""vrrpd's TOML configuration (SPEC section 3): parsed once into frozen dataclasses, with every check done here.
+
+`parse` and `load` either return a complete, valid `Config` or raise `ConfigError` carrying every problem
+found, each as `FILE:LINE: key: message`. The typed reads that collect problems are in `toml_check`; tomllib
+reports no positions for values, so `toml_positions` re-reads the (already valid) text for their lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+
+from vrrpd.toml_check import Findings, Table, check_list, describe, quote, unknown
+from vrrpd.toml_positions import Positions
+
+Address = IPv4Address | IPv6Address
+Interface = IPv4Interface | IPv6Interface
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+DEFAULT_CONTROL_SOCKET = "/run/vrrpd/vrrpd.sock"
+MIN_WEIGHT, MAX_WEIGHT = -253, 253  # keepalived's range: a weight can never reach 0 or 255 from 1..254
+MAX_GARP_REPEAT = 100
+MAX_GARP_REFRESH = 86400.0
+MAX_PREEMPT_DELAY = 1000.0  # keepalived's limit
+MAX_SCRIPT_SECONDS = 3600.0
+MAX_RISE_FALL = 1000
+# The address count is 8 bits (RFC 5798 5.2.5); IPv6 adverts must also fit a 1500-byte MTU:
+# 1500 - 40 (IPv6) - 8 (VRRP header) = 1452 bytes = 90 addresses.
+MAX_VIPS = {"ipv4": 255, "ipv6": 90}
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the terminating NUL
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, printed as `FILE:LINE: key: message`."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that must not be run; `problems` holds every problem found, in file order."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class TrackInterface:
+    name: str
+    weight: int  # 0: link down means FAULT; <0 added while down; >0 added while up
+
+
+@dataclass(frozen=True)
+class Script:
+    """A health check (keepalived's vrrp_script) whose result changes an instance's priority."""
+
+    name: str
+    command: tuple[str, ...]
+    interval: float = 1.0  # seconds
+    timeout: float = 1.0  # seconds
+    rise: int = 1
+    fall: int = 1
+    weight: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instance:
+    """One virtual router (keepalived's vrrp_instance)."""
+
+    name: str
+    interface: str
+    vrid: int
+    priority: int = 100
+    version: int = 3
+    advert_interval: float = 1.0  # seconds
+    virtual_ipaddress: tuple[Interface, ...]
+    preempt: bool = True
+    preempt_delay: float = 0.0  # seconds
+    unicast_src: Address | None = None
+    unicast_peers: tuple[Address, ...] = ()
+    garp_repeat: int = 5
+    garp_refresh: float = 0.0  # seconds; 0 = never
+    track_interface: tuple[TrackInterface, ...] = ()
+    track_script: tuple[str, ...] = ()
+    notify: str | None = None
+    notify_master: str | None = None
+    notify_backup: str | None = None
+    notify_fault: str | None = None
+    notify_stop: str | None = None
+
+    @property
+    def family(self) -> str:
+        return "ipv6" if self.virtual_ipaddress[0].version == 6 else "ipv4"
+
+    @property
+    def advert_interval_cs(self) -> int:
+        return round(self.advert_interval * 100)
+
+    @property
+    def preempt_delay_cs(self) -> int:
+        return round(self.preempt_delay * 100)
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """What identifies a virtual router across a reload (SPEC section 4)."""
+        return (self.interface, self.vrid, self.family)
+
+
+@dataclass(frozen=True)
+class SyncGroup:
+    name: str
+    instances: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    router_id: str = field(default_factory=socket.gethostname)
+    control_socket: str = DEFAULT_CONTROL_SOCKET
+    log_format: str | None = None  # "json" | "console" | None: console on a tty, else json
+    log_level: str = "info"
+    metrics_listen: str | None = None  # "host:port" of the Prometheus endpoint
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    global_: GlobalConfig
+    scripts: tuple[Script, ...]
+    instances: tuple[Instance, ...]
+    sync_groups: tuple[SyncGroup, ...]
+
+    def script(self, name: str) -> Script:
+        for script in self.scripts:
+            if script.name == name:
+                return script
+        raise KeyError(name)
+
+    def instance(self, name: str) -> Instance:
+        for instance in self.instances:
+            if instance.name == name:
+                return instance
+        raise KeyError(name)
+
+
+def load(path: str) -> Config:
+    """Read and check `path`; an unreadable file is a ConfigError too."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError([Problem(path, None, "file", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Problem(path, line, "file", "not UTF-8 text")]) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str = "<string>") -> Config:
+    """Check `text` as a vrrpd config; raises ConfigError listing every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(path, str(exc))]) from None
+    except RecursionError:
+        raise ConfigError([Problem(path, None, "toml", "nesting too deep")]) from None
+    checker = _Checker()
+    try:
+        config = checker.document(data, path)
+    except Exception as exc:  # a bug here must still not give the operator a traceback
+        checker.add((), "config", f"internal error while checking ({type(exc).__name__}: {exc}); please report")
+        config = None
+    if checker.found or config is None:
+        positions = Positions.of(text)
+        problems = [Problem(path, positions.line(where), key, msg) for where, key, msg in checker.found]
+        problems.sort(key=lambda p: -1 if p.line is None else p.line)
+        raise ConfigError(problems)
+    return config
+
+
+def _syntax_problem(path: str, message: str) -> Problem:
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        return Problem(path, int(match[1]), "toml", f"{message[: match.start()]} (column {match[2]})")
+    return Problem(path, None, "toml", re.sub(r"\s*\(at end of document\)$", " at the end of the file", message))
+
+
+_TABLES = ("global", "script", "instance", "sync_group")
+
+
+class _Checker(Findings):
+    """Checks a whole document: the problems found, and the names each table defines."""
+
+    def __init__(self):
+        super().__init__()
+        # Names seen so far (name -> label), also of tables that failed other checks, so that one bad key
+        # does not turn every reference to its table into a second problem.
+        self.script_names: dict[str, str] = {}
+        self.instance_names: dict[str, str] = {}
+        self.group_names: dict[str, str] = {}
+        self.instance_group: dict[str, str] = {}
+
+    def document(self, data: dict, path: str) -> Config | None:
+        for key in data:
+            if key not in _TABLES:
+                self.add((key,), key, unknown(key, _TABLES, "table"))
+        global_ = _check_global(self, data.get("global", {}))
+        scripts = check_list(self, data, "script", _check_script)
+        instances = check_list(self, data, "instance", _check_instance)
+        if not data.get("instance"):
+            self.add(("instance",) if "instance" in data else (), "instance", "at least one [[instance]] is required")
+        groups = check_list(self, data, "sync_group", _check_sync_group)
+        _check_across(self, instances)
+        if self.found:
+            return None
+        return Config(path, global_, *(tuple(obj for _, obj in items) for items in (scripts, instances, groups)))
+
+
+def _name(table: Table, seen: dict[str, str]) -> str | None:
+    name = table.text("name")
+    if name is None:
+        return None
+    if any(ch.isspace() or not ch.isprintable() for ch in name):
+        table.problem("name", f"must not contain spaces or control characters: {quote(name)}")
+        return None
+    if name in seen:
+        table.problem("name", f"{quote(name)} is already the name of an earlier [[{table.where[0]}]]")
+        return None
+    seen[name] = table.label
+    return name
+
+
+# ---- the tables ---------------------------------------------------------------------------------------
+
+def _check_global(checker: _Checker, data) -> GlobalConfig:
+    if not isinstance(data, dict):
+        checker.add(("global",), "global", f"must be a table ([global]), not {describe(data)}")
+        return GlobalConfig()
+    t = checker.table(("global",), "global", data)
+    t.only(("router_id", "control_socket", "log_format", "log_level", "metrics_listen"))
+    router_id = t.text("router_id", None)
+    sock = t.text("control_socket", DEFAULT_CONTROL_SOCKET)
+    if sock is not None and len(sock.encode()) > SUN_PATH_MAX:
+        t.problem("control_socket", f"a unix socket path is at most {SUN_PATH_MAX} bytes")
+    log_format = t.text("log_format", None)
+    if log_format is not None and log_format not in LOG_FORMATS:
+        t.problem("log_format", f"must be one of {', '.join(LOG_FORMATS)}, not {quote(log_format)}")
+    log_level = t.text("log_level", "info")
+    if log_level is not None and log_level not in LOG_LEVELS:
+        t.problem("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {quote(log_level)}")
+    metrics = t.text("metrics_listen", None)
+    if metrics is not None and not _is_host_port(metrics):
+        t.problem("metrics_listen", f'must be HOST:PORT (e.g. "127.0.0.1:9101" or "[::1]:9101"), not {quote(metrics)}')
+    if t.bad:
+        return GlobalConfig()
+    return GlobalConfig(router_id or socket.gethostname(), sock, log_format, log_level, metrics)
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+
+
+def _is_host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return False
+    if host.startswith("[") and host.endswith("]"):
+        return ip_address_or_none(host[1:-1], 6) is not None
+    return ip_address_or_none(host, 4) is not None or bool(_HOSTNAME.fullmatch(host))
+
+
+def ip_address_or_none(text: str, version: int | None = None) -> Address | None:
+    """The address `text` names (of that IP version, when given), else None."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return address if version in (None, address.version) else None
+
+
+def _check_script(checker: _Checker, t: Table) -> Script | None:
+    t.only(("name", "command", "interval", "timeout", "rise", "fall", "weight"))
+    name = _name(t, checker.script_names)
+    command = t.strings("command")
+    if command is not None:
+        if not command:
+            t.problem("command", "must name a program to run")
+        elif not command[0][1]:
+            t.problem("command", "the program (first element) must not be empty", (0,))
+        for index, arg in command:
+            if "\x00" in arg:
+                t.problem("command", "must not contain a NUL character", (index,))
+    interval = t.number("interval", 0.0, MAX_SCRIPT_SECONDS, 1.0, low_open=True)
+    timeout = t.number("timeout", 0.0, MAX_SCRIPT_SECONDS, interval or 1.0, low_open=True)
+    rise = t.integer("rise", 1, MAX_RISE_FALL, 1)
+    fall = t.integer("fall", 1, MAX_RISE_FALL, 1)
+    weight = t.integer("weight", MIN_WEIGHT, MAX_WEIGHT, 0)
+    if t.bad:
+        return None
+    return Script(name, tuple(arg for _, arg in command), interval, timeout, rise, fall, weight)
+
+
+_INSTANCE_KEYS = (
+    "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
+    "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
+    "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop",
+)  # fmt: skip
+_NOTIFY_KEYS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
+
+
+def _check_instance(checker: _Checker, t: Table) -> Instance | None:
+    t.only(_INSTANCE_KEYS)
+    name = _name(t, checker.instance_names)
+    interface = t.text("interface")
+    if interface is not None and not is_interface_name(interface):
+        t.problem("interface", f"not a Linux interface name: {quote(interface)}")
+        interface = None
+    vrid = t.integer("vrid", 1, 255)
+    priority = t.integer("priority", 1, 255, 100)
+    version = t.integer("version", 2, 3, 3)
+    vips = _vips(t)
+    family = _family(t, vips)
+    if version == 2 and family == "ipv6":
+        t.problem("version", "VRRPv2 is IPv4 only (RFC 3768); IPv6 needs version = 3")
+    interval = _advert_interval(t, version)
+    preempt = t.get("preempt", "a boolean", True)
+    if priority == 255 and preempt is False:
+        t.problem("preempt", "priority 255 (address owner) always takes over (RFC 5798 6.4.1); "
+                             "preempt = false cannot hold: lower the priority or remove preempt")
+    preempt_delay = t.number("preempt_delay", 0.0, MAX_PREEMPT_DELAY, 0.0)
+    src, peers = _unicast(t, family)
+    garp_repeat = t.integer("garp_repeat", 0, MAX_GARP_REPEAT, 5)
+    garp_refresh = t.number("garp_refresh", 0.0, MAX_GARP_REFRESH, 0.0)
+    if garp_refresh is not None and 0 < garp_refresh < 0.01:
+        t.problem("garp_refresh", f"must be 0 (off) or at least 0.01 seconds, not {garp_refresh:g}")
+    tracks = _track_interfaces(t, interface)
+    scripts = _track_scripts(t, checker.script_names)
+    notifies = {key: t.command(key) for key in _NOTIFY_KEYS}
+    if t.bad or family is None:
+        return None
+    return Instance(
+        name=name, interface=interface, vrid=vrid, priority=priority, version=version, advert_interval=interval,
+        virtual_ipaddress=tuple(vip for _, vip in vips), preempt=preempt, preempt_delay=preempt_delay,
+        unicast_src=src, unicast_peers=peers, garp_repeat=garp_repeat, garp_refresh=garp_refresh,
+        track_interface=tracks, track_script=scripts, **notifies,
+    )
+
+
+def is_interface_name(name: str) -> bool:
+    """Linux's rule (dev_valid_name): 1..15 bytes, no '/', ':' or whitespace, not '.' or '..'.
+
+    An "eth0:1" is an address label, not an interface."""
+    return (
+        0 < len(name.encode()) <= 15 and name not in (".", "..")
+        and not any(ch in "/:" or ch.isspace() or not ch.isprintable() for ch in name)
+    )  # fmt: skip
+
+
+def _vips(t: Table) -> list[tuple[int, Interface]]:
+    entries = t.strings("virtual_ipaddress")
+    if entries is None:
+        return []
+    if not entries and not t.bad:
+        t.problem("virtual_ipaddress", "must list at least one address")
+    vips, seen = [], set()
+    for index, text in entries:
+        vip = parse_vip(text)
+        if isinstance(vip, str):
+            t.problem("virtual_ipaddress", vip, (index,))
+        elif vip.ip in seen:
+            t.problem("virtual_ipaddress", f"{vip.ip} is listed twice", (index,))
+        else:
+            seen.add(vip.ip)
+            vips.append((index, vip))
+    return vips
+
+
+def parse_vip(text: str) -> Interface | str:
+    """A VIP as ADDRESS[/PREFIX] (no prefix: /32 or /128, as keepalived); a str explains a bad one."""
+    if "%" in text:
+        return f"{quote(text)}: a zone index (%...) is not allowed; the instance's interface is used"
+    try:
+        vip = ipaddress.ip_interface(text.strip())
+    except ValueError:
+        return f"{quote(text)} is not an IP address with an optional /prefix"
+    bad = vip.ip.is_multicast or vip.ip.is_unspecified or vip.ip.is_loopback
+    if bad or vip.ip == IPv4Address("255.255.255.255"):
+        return f"{vip.ip} cannot be a virtual address (multicast, unspecified, loopback or broadcast)"
+    return vip
+
+
+def _family(t: Table, vips: list[tuple[int, Interface]]) -> str | None:
+    if not vips:
+        return None
+    first = vips[0][1].version
+    for index, vip in vips[1:]:
+        if vip.version != first:
+            t.problem("virtual_ipaddress", f"{vip.ip} mixes IPv{vip.version} into an IPv{first} instance; "
+                                           "use one instance per family", (index,))
+            return None
+    family = "ipv6" if first == 6 else "ipv4"
+    if len(vips) > MAX_VIPS[family]:
+        t.problem("virtual_ipaddress", f"at most {MAX_VIPS[family]} {family} addresses fit in one advert")
+        return None
+    return family
+
+
+def _advert_interval(t: Table, version: int | None) -> float | None:
+    value = t.number("advert_interval", 0.01, 255.0, 1.0)
+    if value is None or version is None:
+        return None
+    if version == 3 and not (value <= 40.95 and abs(value * 100 - round(value * 100)) < 1e-6):
+        t.problem("advert_interval", f"VRRPv3 needs 0.01..40.95 seconds in steps of 0.01 (RFC 5798 5.2.7: "
+                                     f"12 bits of centiseconds), not {value:g}")
+        return None
+    if version == 2 and value != int(value):
+        t.problem("advert_interval", f"VRRPv2 needs whole seconds 1..255 (RFC 3768 5.3.7), not {value:g}")
+        return None
+    return value
+
+
+def _unicast(t: Table, family: str | None) -> tuple[Address | None, tuple[Address, ...]]:
+    want = {"ipv4": 4, "ipv6": 6}.get(family)
+    src = None
+    text = t.text("unicast_src", None)
+    if text is not None:
+        src = _peer_address(t, "unicast_src", text, want, ())
+    peers: list[Address] = []
+    for index, text in t.strings("unicast_peers", []) or []:
+        peer = _peer_address(t, "unicast_peers", text, want, (index,))
+        if peer is None:
+            continue
+        if peer in peers:
+            t.problem("unicast_peers", f"{peer} is listed twice", (index,))
+        elif src is not None and peer == src:
+            t.problem("unicast_peers", f"{peer} is this node's own unicast_src", (index,))
+        else:
+            peers.append(peer)
+    return src, tuple(peers)
+
+
+def _peer_address(t: Table, key: str, text: str, want: int | None, sub: tuple) -> Address | None:
+    address = ip_address_or_none(text.strip())
+    if address is None:
+        t.problem(key, f"{quote(text)} is not an IP address", sub)
+    elif address.is_multicast or address.is_unspecified:
+        t.problem(key, f"{address} must be a unicast address", sub)
+    elif want is not None and address.version != want:
+        t.problem(key, f"{address} is IPv{address.version} but the virtual addresses are IPv{want}", sub)
+    else:
+        return address
+    return None
+
+
+def _track_interfaces(t: Table, own: str | None) -> tuple[TrackInterface, ...]:
+    items = t.get("track_interface", "an array", [])
+    tracks: list[TrackInterface] = []
+    for index, item in enumerate(items or []):
+        if not isinstance(item, dict):
+            t.problem("track_interface", f'elements must be tables like {{ name = "eth1", weight = 0 }}, '
+                                         f"not {describe(item)}", (index,))
+            continue
+        sub = t.findings.table(t.where + ("track_interface", index), f"{t.label}.track_interface", item)
+        sub.only(("name", "weight"))
+        name = sub.text("name")
+        if name is not None and not is_interface_name(name):
+            sub.problem("name", f"not a Linux interface name: {quote(name)}")
+        elif name is not None and name == own:
+            sub.problem("name", f"{name} is the instance's own interface, always tracked (link down means FAULT)")
+        elif name is not None and any(tr.name == name for tr in tracks):
+            sub.problem("name", f"{name} is tracked twice")
+        weight = sub.integer("weight", MIN_WEIGHT, MAX_WEIGHT, 0)
+        if sub.bad:
+            t.bad = True
+        else:
+            tracks.append(TrackInterface(name, weight))
+    return tuple(tracks)
+
+
+def _track_scripts(t: Table, script_names: dict[str, str]) -> tuple[str, ...]:
+    names: list[str] = []
+    for index, name in t.strings("track_script", []) or []:
+        if name not in script_names:
+            t.problem("track_script", f"{quote(name)} names no [[script]]", (index,))
+        elif name in names:
+            t.problem("track_script", f"{quote(name)} is listed twice", (index,))
+        else:
+            names.append(name)
+    return tuple(names)
+
+
+def _check_sync_group(checker: _Checker, t: Table) -> SyncGroup | None:
+    t.only(("name", "instances"))
+    name = _name(t, checker.group_names)
+    members = t.strings("instances")
+    if members is not None and not members and not t.bad:
+        t.problem("instances", "must list at least one instance")
+    instance_names, in_group = checker.instance_names, checker.instance_group
+    names: list[str] = []
+    for index, member in members or []:
+        if member not in instance_names:
+            t.problem("instances", f"{quote(member)} names no [[instance]]", (index,))
+        elif member in names:
+            t.problem("instances", f"{quote(member)} is listed twice", (index,))
+        elif member in in_group:
+            t.problem("instances", f"{quote(member)} is already in sync group {quote(in_group[member])}", (index,))
+        else:
+            names.append(member)
+            in_group[member] = name or t.label
+    if t.bad:
+        return None
+    return SyncGroup(name, tuple(names))
+
+
+def _check_across(checker: _Checker, instances: list[tuple[int, Instance]]) -> None:
+    """What no single table shows: two instances on one (interface, vrid, family), or sharing a VIP."""
+    by_key: dict[tuple, str] = {}
+    by_vip: dict[Address, str] = {}
+    for position, inst in instances:
+        where, label = ("instance", position), f"instance[{inst.name}]"
+        if inst.key in by_key:
+            checker.add(where + ("vrid",), f"{label}.vrid", f"VRID {inst.vrid} on {inst.interface} ({inst.family}) "
+                                                            f"is already used by instance {quote(by_key[inst.key])}")
+        by_key.setdefault(inst.key, inst.name)
+        for index, vip in enumerate(inst.virtual_ipaddress):
+            if vip.ip in by_vip:
+                checker.add(where + ("virtual_ipaddress", index), f"{label}.virtual_ipaddress",
+                            f"{vip.ip} is already a virtual address of instance {quote(by_vip[vip.ip])}")
+            by_vip.setdefault(vip.ip, inst.name)
