@@ -1,0 +1,52 @@
+"""The shipped unit files: systemd-analyze verify accepts them, and they keep what the daemon relies on."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parents[2] / "systemd"
+BIN = Path(sys.executable).parent
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(UNITS / name)
+    return parser
+
+
+@pytest.mark.parametrize("name", ["vrrpd.service", "csserver.service"])
+def test_systemd_analyze_verify_passes(tmp_path, name):
+    if shutil.which("systemd-analyze") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze missing under CI")
+        pytest.skip("systemd-analyze not installed")
+    # The units name /usr/local/bin; verify them against this checkout's installed console scripts.
+    text = (UNITS / name).read_text().replace("/usr/local/bin/", f"{BIN}/")
+    (tmp_path / name).write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "vrrpd.service" not in proc.stderr and "csserver.service" not in proc.stderr, proc.stderr
+
+
+def test_vrrpd_unit_speaks_notify_with_watchdog_and_least_privilege():
+    service = unit("vrrpd.service")["Service"]
+    assert service["Type"] == "notify"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["ExecReload"].endswith("-HUP $MAINPID")
+    assert set(service["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert set(service["AmbientCapabilities"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert service["NoNewPrivileges"] == "yes"
+
+
+def test_csserver_unit_is_ordered_after_vrrpd_and_has_no_capabilities():
+    parsed = unit("csserver.service")
+    assert "vrrpd.service" in parsed["Unit"]["After"].split()
+    assert parsed["Service"]["CapabilityBoundingSet"] == ""
