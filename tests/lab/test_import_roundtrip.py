@@ -1,0 +1,93 @@
+"""Migration proof: a keepalived.conf pair run by keepalived, and its `vrrpd import-keepalived` conversion run
+by vrrpd, elect and fail over the same way on the same lab."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from tests.lab.keepalived import keepalived_log, start_keepalived
+from tests.lab.netns import wait_until
+from tests.lab.vrrpd_node import VrrpdNode
+
+pytestmark = pytest.mark.lab
+
+VIP_A, VIP_B = "192.0.2.100", "192.0.2.101"
+
+
+def keepalived_text(me: str, flag: str) -> str:
+    prio = {"a": (150, 100), "b": (100, 150)}[me]
+    blocks = [f"global_defs {{\n    router_id node_{me}\n    vrrp_version 3\n    vrrp_garp_master_delay 0\n"
+              "    script_user root\n    enable_script_security\n}\n",
+              f'vrrp_script chk_service {{\n    script "/usr/bin/test ! -e {flag}"\n    interval 1\n'
+              "    fall 1\n    rise 1\n    weight -60\n}\n"]
+    for name, vrid, vip, p in (("VI_A", 51, VIP_A, prio[0]), ("VI_B", 52, VIP_B, prio[1])):
+        blocks.append(
+            f"vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n"
+            f"    priority {p}\n    advert_int 0.2\n"
+            f"    virtual_ipaddress {{\n        {vip}/24\n    }}\n    track_script {{\n        chk_service\n    }}\n}}\n"
+        )
+    return "\n".join(blocks)
+
+
+def holders(hosts) -> tuple[str, str]:
+    def who(vip):
+        found = [h.name for h in hosts if h.has_address(vip)]
+        return ",".join(found) or "-"
+
+    return who(VIP_A), who(VIP_B)
+
+
+def scenario(net, flag) -> list[tuple[str, str]]:
+    """Steady state, a's service failing, recovering, a's link down: who holds each VIP after each step."""
+    a, b = net.hosts
+    seen = []
+
+    def settle(expected, timeout, what):
+        wait_until(lambda: holders(net.hosts) == expected, timeout, message=f"{what}: {holders(net.hosts)} != {expected}")
+        seen.append(expected)
+
+    settle(("a", "b"), 15, "start")
+    flag.touch()
+    settle(("b", "b"), 10, "a's check failing")
+    flag.unlink()
+    settle(("a", "b"), 10, "a's check recovered")
+    a.set_link(False)
+    settle(("b", "b"), 10, "a's link down")
+    a.set_link(True)
+    settle(("a", "b"), 10, "a's link back")
+    return seen
+
+
+def test_keepalived_conf_and_its_conversion_behave_the_same(lab, tmp_path):
+    texts = {}
+    for run in ("keepalived", "vrrpd"):
+        net = lab(2)
+        flag = tmp_path / f"{run}-a-unhealthy"
+        procs = {}
+        for host in net.hosts:
+            conf = keepalived_text(host.name, str(flag if host.name == "a" else tmp_path / "never"))
+            if run == "keepalived":
+                procs[host.name] = start_keepalived(host, conf, tmp_path / f"ka-{host.name}")
+                continue
+            src = tmp_path / f"{host.name}.keepalived.conf"
+            src.write_text(conf)
+            converted = subprocess.run([sys.executable, "-m", "vrrpd", "import-keepalived", str(src)],
+                                       capture_output=True, text=True, check=True).stdout
+            texts[host.name] = converted
+            data = tomllib.loads(converted)
+            procs[host.name] = VrrpdNode(host, tmp_path / "vrrpd", data["instance"], scripts=data.get("script", []),
+                                         sync_groups=data.get("sync_group", [])).start()
+        try:
+            outcome = scenario(net, flag)
+        except AssertionError as exc:
+            logs = [keepalived_log(p) if run == "keepalived" else p.log_text() for p in procs.values()]
+            raise AssertionError(f"{run}: {exc}\n" + "\n---\n".join(x[-2000:] for x in logs)) from None
+        net.close()
+        if run == "keepalived":
+            expected = outcome
+    assert outcome == expected
+    assert "priority = 150" in texts["a"] and "priority = 150" in texts["b"]
