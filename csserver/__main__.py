@@ -1,0 +1,7 @@
+"""`python -m csserver`: the same as the `csserver` command."""
+
+import sys
+
+from csserver.cli import main
+
+sys.exit(main())
