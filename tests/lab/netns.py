@@ -349,8 +349,8 @@ class Lab:
         names = list(names) if names else [chr(ord("a") + i) for i in range(n_hosts)]
         if len(names) != n_hosts or len(set(names)) != n_hosts:
             raise ValueError(f"need {n_hosts} distinct host names, got {names}")
-        if n_hosts > 250 or any(not n.isalnum() or len(n) > 12 for n in names):
-            raise ValueError(f"host names must be short alphanumerics: {names}")
+        if n_hosts > 250 or any(not n.replace("-", "").isalnum() or len(n) > 12 for n in names):
+            raise ValueError(f"host names must be short alphanumerics (dashes allowed): {names}")
         self.labid = secrets.token_hex(3)
         self.switch_ns = f"{PREFIX}{self.labid}-{SWITCH}"
         self.hosts = [Host(self, name, i + 1) for i, name in enumerate(names)]
