@@ -53,6 +53,7 @@ class Pair:
     advert_interval: float | None
     vrrpd: dict[str, VrrpdNode] = field(default_factory=dict)
     cs: dict[str, CsserverNode] = field(default_factory=dict)
+    crashed: set[str] = field(default_factory=set)
 
     # ---- construction --------------------------------------------------------------------------------
 
@@ -120,7 +121,9 @@ class Pair:
     # ---- observation ---------------------------------------------------------------------------------
 
     def holders(self, vip: str) -> list[str]:
-        return [n for n in NODES if self.host(n).has_address(vip)]
+        """The nodes on the network that hold `vip`: a crashed node cut off by crash() holds nothing, even
+        though the address its killed vrrpd never removed is still on its eth0 (recover() clears it)."""
+        return [n for n in NODES if n not in self.crashed and self.host(n).has_address(vip)]
 
     def state(self, node: str, instance: str) -> str | None:
         return self.vrrpd[node].state(instance) if self.vrrpd[node].alive() else None
@@ -150,6 +153,7 @@ class Pair:
         """The node is lost: its link goes down and its vrrpd and csserver are SIGKILLed. Returns when."""
         when = time.monotonic()
         self.host(node).set_link(False)
+        self.crashed.add(node)
         for proc in (self.vrrpd[node].proc, self.cs[node].proc):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
@@ -166,6 +170,7 @@ class Pair:
                    message=f"node-{node} kept a stale VIP after restart")
         self.start_csserver(node)
         self.host(node).set_link(True)
+        self.crashed.discard(node)
         return time.monotonic()
 
 
