@@ -192,3 +192,30 @@ def test_systemd_notify_protocol_and_priority_zero_on_stop(lab, tmp_path):
         assert time.monotonic() - t0 < 5
     finally:
         receiver.close()
+
+
+def test_metrics_endpoint_serves_live_state_and_counters(lab, tmp_path):
+    net = lab(2)
+    a, b = net.hosts
+    node_a = VrrpdNode(a, tmp_path, [instance(150)], global_kw={"metrics_listen": "127.0.0.1:9101"}).start()
+    node_b = VrrpdNode(b, tmp_path, [instance(100)]).start()
+    wait_master(node_a)
+    wait_until(lambda: node_b.state("VI_1") == "BACKUP", 5)
+
+    def scrape() -> str:
+        return a.run(["curl", "-fsS", "-m", "2", "http://127.0.0.1:9101/metrics"]).stdout
+
+    # adverts_tx grows between scrapes and matches what `vrrpd status` counts
+    def sent(text: str) -> int:
+        line = next(l for l in text.splitlines() if l.startswith("vrrpd_adverts_tx_total{") and 'instance="VI_1"' in l)
+        return int(float(line.rsplit(" ", 1)[1]))
+
+    first = scrape()
+    assert 'vrrpd_instance_state{' in first
+    assert any(l.startswith("vrrpd_instance_state{") and 'state="MASTER"' in l and l.endswith(" 1")
+               for l in first.splitlines()), first
+    assert any(l.startswith("vrrpd_instance_priority{") and l.endswith(" 150") for l in first.splitlines())
+    wait_until(lambda: sent(scrape()) > sent(first), 3, 0.05, message="adverts_tx did not grow between scrapes")
+    assert abs(sent(scrape()) - node_a.instance("VI_1")["stats"]["adverts_tx"]) <= 2
+    # only /metrics is served
+    assert a.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9101/"]).stdout == "404"
