@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.lab import netns
+from tests.lab.conftest import require_root
 
 PREFIX = "vcs-"
-
-
-def require_root() -> None:
-    """Namespaces need root: skipped on a developer's machine, a failure under CI=true."""
-    if os.geteuid() == 0:
-        return
-    reason = "csserver lab tests need root (network namespaces)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI=true never skips them")
-    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -21,10 +21,9 @@ import sys
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 from tests.lab.netns import AddressWatcher, wait_until
-from tests.lab.pair import NODES, Pair, lab_for_pair
+from tests.lab.pair import Pair, lab_for_pair
 from tests.lab.vrrpd_node import REPO
 
 T0 = time.monotonic()
@@ -94,6 +93,14 @@ def adoptions(pair: Pair, node: str, after: float) -> list[tuple[float, dict]]:
     return out
 
 
+def wait_adoptions(pair: Pair, node: str, after: float, count: int, timeout: float) -> list[tuple[float, dict]]:
+    def enough():
+        found = adoptions(pair, node, after)
+        return found if len(found) >= count else None
+
+    return wait_until(enough, timeout, 0.05, message=f"node-{node} did not adopt {count} contexts")
+
+
 def run(args) -> int:
     timeline: list[tuple[float, str]] = []
 
@@ -138,8 +145,7 @@ def run(args) -> int:
         first_b = wait_until(lambda: feed.acked(a_haids, took), 30, 0.01,
                              message="no write to node-a's contexts was served by node-b")[0]
         mark(first_b["t"], "first write to node-a's contexts acknowledged (served by node-b)")
-        adopted = wait_until(lambda: adoptions(pair, "b", crashed) if len(adoptions(pair, "b", crashed)) >= len(a_haids) else None,
-                             10, 0.05, message="node-b did not adopt node-a's contexts")
+        adopted = wait_adoptions(pair, "b", crashed, len(a_haids), 10)
         for stamp, event in adopted:
             say(f"node-b adopted {event['haid']} from {event['old_owner']} (epoch {event['epoch']})")
         mark(min(s for s, _ in adopted), f"node-b adopted {len(adopted)} contexts of node-a (new epoch)")
@@ -158,8 +164,7 @@ def run(args) -> int:
         say(f"failback: VIP-A back on node-a {ms(returned - back)} after it returned "
             f"(health check rise + preempt_delay)")
         pair.wait_steady(30)
-        readopted = wait_until(lambda: adoptions(pair, "a", back) if len(adoptions(pair, "a", back)) >= len(a_haids) else None,
-                               15, 0.05, message="node-a did not take its contexts back")
+        readopted = wait_adoptions(pair, "a", back, len(a_haids), 15)
         mark(min(s for s, _ in readopted), f"node-a adopted its {len(readopted)} contexts back")
         say(f"node-a adopted its contexts back (epoch {max(e['epoch'] for _, e in readopted)}); "
             f"acknowledged so far: {len(feed.acked())}")
