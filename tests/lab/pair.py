@@ -11,6 +11,7 @@ Used by `make demo` (tests/lab/demo.py), the csserver failover scenarios, chaos 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import tomllib
@@ -172,6 +173,27 @@ class Pair:
         self.host(node).set_link(True)
         self.crashed.discard(node)
         return time.monotonic()
+
+
+def lab_pg_url(url: str) -> str:
+    """The test PostgreSQL (scripts/test-postgres.sh) as csserver in a lab namespace reaches it: through its
+    unix socket, as the namespaces share the filesystem while 127.0.0.1 is each namespace's own. Takes and
+    returns a postgresql:// URL (a query such as pg_schema's `options` is kept)."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = urlsplit(url) if url.startswith(("postgresql:", "postgres:")) else None
+    if parts is None:  # a key=value conninfo, as pg_schema() returns
+        info = conninfo_to_dict(url)
+        query = {k: v for k, v in info.items() if k not in ("user", "password", "dbname", "host", "hostaddr")}
+        auth = quote(info.get("user", ""), safe="") + (f":{quote(info['password'], safe='')}" if info.get("password") else "")
+        parts = urlsplit(f"postgresql://{auth}@x/{info.get('dbname', '')}?{urlencode(query, quote_via=quote)}")
+    query = dict(parse_qsl(parts.query))
+    base = os.environ.get("CSSERVER_TEST_PG_DIR", "/var/tmp/csserver-test-pg")
+    query.update(host=f"{base}/run", port=str(parts.port or query.get("port") or 5432))
+    netloc = parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(("postgresql", netloc, parts.path, urlencode(query, quote_via=quote), ""))
 
 
 def lab_for_pair() -> Lab:

@@ -18,8 +18,10 @@ import pytest
 from csserver.client import Client
 from tests.csserver_lab.csserver_node import http
 from tests.lab.netns import in_netns, wait_until
-from tests.lab.pair import NODES, Pair
+from csserver.testing import pg_schema
+from tests.lab.pair import NODES, Pair, lab_pg_url
 from tests.lab.vrrpd_node import REPO
+from tests.unit.test_store import require_pg
 
 pytestmark = pytest.mark.lab
 
@@ -27,8 +29,18 @@ NAMES = ["node-a", "node-b", "client"]
 DEADLINE = 10.0
 
 
-def start(lab) -> Pair:
-    return Pair.start(lab(3, NAMES), advert_interval=0.1, preempt_delay=0.5)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request):
+    """The store both nodes share: one SQLite file, or a schema of its own on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield None  # Pair's default: one SQLite file in the lab's directory
+        return
+    with pg_schema(require_pg()) as url:
+        yield lab_pg_url(url)
+
+
+def start(lab, store_url=None) -> Pair:
+    return Pair.start(lab(3, NAMES), advert_interval=0.1, preempt_delay=0.5, store_url=store_url)
 
 
 def on_client(pair: Pair, work):
@@ -103,8 +115,10 @@ def test_contexts_are_adopted_by_the_backup_and_taken_back(lab):
     assert server_errors(pair) == {"a": [], "b": []}
 
 
-def test_a_writer_through_failover_and_failback_loses_nothing(lab):
-    pair = start(lab)
+def test_a_writer_through_failover_and_failback_loses_nothing(lab, store_url):
+    pair = start(lab, store_url)
+    started = [e for e in pair.cs["a"].events() if e.get("event") == "csserver_started"]
+    assert started[0]["store"] == ("postgresql" if store_url else "sqlite")
     out = pair.lab.tmpdir / "writer.jsonl"
     with open(out, "w") as sink:  # a file, never a pipe nobody reads
         writer = pair.client.popen(
