@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := keepalived tshark iproute2 nftables postgresql procps curl
+DEBS := keepalived tshark iproute2 nftables postgresql procps curl systemd
 STAMP := $(VENV)/.installed
 
 .PHONY: test unit lab demo bench chaos deps venv postgres clean
