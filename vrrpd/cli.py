@@ -160,6 +160,12 @@ def format_table(status: dict) -> str:
     for key, value in status.get("stats", {}).items():
         errors[key] = errors.get(key, 0) + value
     dropped = {k: v for k, v in errors.items() if v}
+    tracked = [(inst["name"], {**inst["track"]["interfaces"], **inst["track"]["scripts"]})
+               for inst in status.get("instances", []) if "track" in inst]
+    if tracked:
+        lines.append("")
+        lines += [f"track {name}: " + ", ".join(f"{what} {state}" for what, state in states.items())
+                  for name, states in tracked]
     lines.append("")
     lines.append("dropped: " + (", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) if dropped else "none"))
     return "\n".join(lines)

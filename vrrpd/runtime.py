@@ -532,10 +532,23 @@ class Daemon:
             "router_id": self.config.global_.router_id,
             "pid": os.getpid(),
             "version": __version__,
-            "instances": [r.status() for r in self.routers.values()],
+            "instances": [{**r.status(), "track": self._track_status(r.instance)} for r in self.routers.values()],
             "stats": self.global_stats.as_dict(),
             "notify": {"completed": self.notify.completed, "failed": self.notify.failures},
         }
+
+    def _track_status(self, inst: Instance) -> dict:
+        """What the instance tracks and how it stands (an addition to SPEC 5: why a priority is what it is)."""
+        def link(name: str) -> str:
+            up = self.links_up.get(name)
+            return "unknown" if up is None else "up" if up else "down"
+
+        def script(name: str) -> str:
+            up = self.scripts_up.get(name)
+            return "pending" if up is None else "up" if up else "down"
+
+        return {"interfaces": {name: link(name) for name in (inst.interface, *(t.name for t in inst.track_interface))},
+                "scripts": {name: script(name) for name in inst.track_script}}
 
     def _summary(self) -> str:
         states = [f"{r.name}={r.state.value}" for r in self.routers.values()]

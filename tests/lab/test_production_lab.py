@@ -40,6 +40,8 @@ def test_track_script_moves_vip_and_recovery_moves_it_back(lab, tmp_path):
     wait_until(lambda: holder(net.hosts) == "a", 3)
     flag.touch()
     wait_until(lambda: node_a.instance("VI_1")["effective_priority"] == 90, 3, message="weight not applied")
+    # the status says why: the script is down
+    assert node_a.instance("VI_1")["track"] == {"interfaces": {"eth0": "up"}, "scripts": {"chk": "down"}}
     wait_until(lambda: holder(net.hosts) == "b", mdi(100) + 3, message="VIP did not move to b")
     assert node_a.state("VI_1") == "BACKUP"
     flag.unlink()
