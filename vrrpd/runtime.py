@@ -7,6 +7,7 @@ family), one effects worker per router so address changes stay in order without 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import Iterable
@@ -492,6 +493,13 @@ class Daemon:
             await self.workers[router.name].queue.join()
             await self.workers.pop(router.name).close()
             del self.routers[router.name]
+        restart_only = [name for name in ("control_socket", "metrics_listen", "log_format", "log_level")
+                        if getattr(self.config.global_, name) != getattr(new.global_, name)]
+        if restart_only:  # the old values stay in force: said once, not silently ignored
+            self.log.warning("reload_needs_restart", keys=restart_only,
+                             detail="[global] changes to these keys take effect at the next start")
+        new = dataclasses.replace(new, global_=dataclasses.replace(
+            new.global_, **{name: getattr(self.config.global_, name) for name in restart_only}))
         self.config = new
         # Kept instances: same state, diffed addresses, new settings.
         for key in old_by_key.keys() & new_by_key.keys():

@@ -221,3 +221,11 @@ def test_metrics_endpoint_serves_live_state_and_counters(lab, tmp_path):
     assert abs(sent(scrape()) - node_a.instance("VI_1")["stats"]["adverts_tx"]) <= 2
     # only /metrics is served
     assert a.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9101/"]).stdout == "404"
+    # a reload cannot move the endpoint: it says so and keeps serving where it was
+    node_a.global_kw["metrics_listen"] = "127.0.0.1:9102"
+    node_a.write_config()
+    node_a.send_signal(signal.SIGHUP)
+    wait_until(lambda: node_a.log_events("reload_needs_restart"), 5, 0.02, message="no reload_needs_restart")
+    assert node_a.log_events("reload_needs_restart")[0]["keys"] == ["metrics_listen"]
+    assert "vrrpd_instance_state{" in scrape()
+    assert node_a.state("VI_1") == "MASTER"
