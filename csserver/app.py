@@ -27,6 +27,7 @@ from csserver.store.base import Context, Idem, Value
 MAX_KEY_LENGTH = 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_JSON_DEPTH = 64
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before the answer
 SERVICE = web.AppKey("service", ContextService)
 TOKEN = web.AppKey("token", str)
 _AIOHTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
@@ -36,7 +37,7 @@ log = structlog.get_logger("csserver")
 
 def create_app(service: ContextService, token: str | None = None) -> web.Application:
     app = web.Application(client_max_size=service.config.node.max_body_bytes,
-                          middlewares=[_count, _errors, _auth])
+                          middlewares=[_count, _errors, _auth, _body_limit])
     app[SERVICE] = service
     if token:
         app[TOKEN] = token
@@ -84,7 +85,15 @@ async def _errors(request: web.Request, handler):
             raise
         code = _AIOHTTP_CODES.get(exc.status, "http_error")
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
-        return error_response(exc.status, code, exc.text or exc.reason, headers=headers)
+        response = error_response(exc.status, code, exc.text or exc.reason, headers=headers)
+        if exc.status == 413:
+            response.force_close()  # the rest of the body is unread: never wait for it on a kept-alive connection
+        return response
+    except ConnectionResetError:
+        # The client hung up while its body was being read: nobody hears the answer, and it is not a server
+        # fault (nginx's 499, so /metrics does not count it as a 500).
+        log.info("client_disconnected", method=request.method, path=request.path)
+        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", "the client closed the connection")
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)
         return error_response(500, "internal", "unexpected server error; see the server's log")
@@ -96,7 +105,18 @@ async def _auth(request: web.Request, handler):
     if token and request.path.startswith("/v1/"):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise ServiceError(401, "unauthorized", "this node needs `Authorization: Bearer <token>`")
+            # RFC 9110 11.6.1: a 401 names the scheme that would do (RFC 6750 section 3 for bearer tokens).
+            return error_response(401, "unauthorized", "this node needs `Authorization: Bearer <token>`",
+                                  headers={"WWW-Authenticate": 'Bearer realm="csserver"'})
+    return await handler(request)
+
+
+@web.middleware
+async def _body_limit(request: web.Request, handler):
+    """413 at once for a declared Content-Length over the limit, rather than after reading that much of it."""
+    limit = request.app[SERVICE].config.node.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     return await handler(request)
 
 

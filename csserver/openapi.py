@@ -8,7 +8,7 @@ from __future__ import annotations
 from csserver import __version__
 
 _ERROR_CODES = {
-    "400": "Malformed HAID, body, key or Idempotency-Key",
+    "400": "Malformed HAID, body, key or Idempotency-Key, or an Idempotency-Key reused for another request",
     "401": "Missing or wrong bearer token (when the node has a token_file)",
     "404": "Unknown context or key",
     "409": "Stale epoch: another node adopted the context; the write was not applied",
@@ -31,13 +31,22 @@ def _errors(*statuses: str) -> dict:
     return {status: _error(status) for status in ("400", "401", *statuses, "503")}
 
 
-_HAID = {"name": "haid", "in": "path", "required": True, "description": "The context's HAID, e.g. 4-4--cs-acs-b84835",
-         "schema": {"type": "string", "pattern": r"^[1-9][0-9]?-[1-9][0-9]?--[A-Za-z0-9_.-]+[1-9][0-9]*$"}}
-_KEY = {"name": "key", "in": "path", "required": True, "description": "The key (1..1024 characters; may contain /)",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 1024}}
+# A pattern cannot say that the lengths in the head match the aliases, so `format: haid` names the exact rule
+# (SPEC 6; csserver.haid) and the pattern is the part a regex can check.
+_HAID = {"name": "haid", "in": "path", "required": True,
+         "description": "The context's HAID, `<len(primary)>-<len(backup)>--<primary><backup><id>`, e.g. "
+                        "4-4--cs-acs-b84835: aliases of 1..64 `[A-Za-z0-9_.-]` without `--`, the id 1..2^63-1",
+         "schema": {"type": "string", "format": "haid",
+                    "pattern": r"^[1-9][0-9]?-[1-9][0-9]?--[A-Za-z0-9_.-]{2,128}[1-9][0-9]{0,18}$"}}
+# Keys are printable (Python's str.isprintable): no control, format or unassigned characters. The pattern
+# excludes the control characters; a regex cannot name the other categories portably.
+_KEY = {"name": "key", "in": "path", "required": True,
+        "description": "The key: 1..1024 printable characters (may contain /)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"^[^\x00-\x1f\x7f-\x9f]+$"}}
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                "description": "A retried request with the same key returns the first result and is never applied twice",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+                "description": "A retried request with the same key returns the first result and is never applied "
+                               "twice; the same key with another method, path or body is refused (400)",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}
 
 _SCHEMAS = {
     "Error": {"type": "object", "required": ["error", "detail"], "properties": {

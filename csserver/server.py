@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from datetime import timedelta
 
@@ -44,7 +45,7 @@ async def serve(config: Config, token: str | None = None, local: StaticAddresses
         await local.start()
         service = ContextService(config, store, local, Metrics())
         runner = web.AppRunner(create_app(service, token), access_log=None, handle_signals=False,
-                               shutdown_timeout=SHUTDOWN_GRACE_S)
+                               shutdown_timeout=SHUTDOWN_GRACE_S, logger=http_logger())
         await runner.setup()
         site = web.TCPSite(runner, config.node.listen_host, config.node.listen_port, reuse_address=True)
         await site.start()
@@ -69,6 +70,24 @@ async def serve(config: Config, token: str | None = None, local: StaticAddresses
         await local.stop()
         await store.close()
         notifier.close()
+
+
+class _ToStructlog(logging.Handler):
+    """aiohttp's own reports, mostly requests it could not parse (answered 400 by aiohttp itself): one
+    structlog line each instead of a multi-line traceback on stderr, so garbage cannot flood the journal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        log.warning("http_protocol_error", message=record.getMessage(),
+                    error=" ".join(str(error).split()) if error else None)
+
+
+def http_logger() -> logging.Logger:
+    logger = logging.getLogger("csserver.http")
+    if not logger.handlers:
+        logger.addHandler(_ToStructlog(logging.INFO))  # aiohttp logs non-HTTP noise at debug: dropped
+        logger.propagate = False
+    return logger
 
 
 def _stop_on_signals() -> asyncio.Event:
