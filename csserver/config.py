@@ -19,8 +19,6 @@ Problems are reported like vrrpd's, `FILE:LINE: key: message`, all of them at on
 from __future__ import annotations
 
 import ipaddress
-import re
-import tomllib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from types import MappingProxyType
@@ -28,8 +26,9 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from csserver.haid import alias_problem
-from vrrpd.config import ConfigError, Problem
-from vrrpd.toml_check import Findings, Table, describe, quote, unknown
+from vrrpd.toml_check import (
+    ConfigError, Findings, Problem, Table, check_document, describe, key_label, quote, read_config, unknown,
+)
 from vrrpd.toml_positions import Positions
 
 Address = IPv4Address | IPv6Address
@@ -100,40 +99,13 @@ class Config:
 
 
 def load(path: str) -> Config:
-    """Read and check `path`; an unreadable file is a ConfigError too."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError([Problem(path, None, "file", f"cannot read: {exc.strerror or exc}")]) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([Problem(path, line, "file", "not UTF-8 text")]) from None
-    return parse(text, path)
+    """Read and check `path`; an unreadable, oversized or non-UTF-8 file is a ConfigError too."""
+    return parse(read_config(path), path)
 
 
 def parse(text: str, path: str = "<string>") -> Config:
     """Check `text` as a csserver config; raises ConfigError listing every problem found."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_problem(path, str(exc))]) from None
-    except RecursionError:
-        raise ConfigError([Problem(path, None, "toml", "nesting too deep")]) from None
-    findings = Findings()
-    try:
-        config = _document(findings, data, path)
-    except Exception as exc:  # a bug here must still not give the operator a traceback
-        findings.add((), "config", f"internal error while checking ({type(exc).__name__}: {exc}); please report")
-        config = None
-    if findings.found or config is None:
-        positions = Positions.of(text)
-        problems = [Problem(path, positions.line(where), key, msg) for where, key, msg in findings.found]
-        problems.sort(key=lambda p: -1 if p.line is None else p.line)
-        raise ConfigError(problems)
-    return config
+    return check_document(text, path, lambda findings, data: _document(findings, data, path))
 
 
 def read_token(config: Config) -> str | None:
@@ -146,24 +118,26 @@ def read_token(config: Config) -> str | None:
             token = fh.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError([Problem(config.path, None, "node.token_file", f"cannot read {path}: {reason}")]) from None
+        raise ConfigError([_token_problem(config, f"cannot read {path}: {reason}")]) from None
     if not token or not all(33 <= ord(ch) <= 126 for ch in token):
-        raise ConfigError([Problem(config.path, None, "node.token_file",
-                                   f"{path} must hold one token of printable ASCII without spaces")])
+        raise ConfigError([_token_problem(config, f"{path} must hold one token of printable ASCII without spaces")])
     return token
 
 
-def _syntax_problem(path: str, message: str) -> Problem:
-    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
-    if match:
-        return Problem(path, int(match[1]), "toml", f"{message[: match.start()]} (column {match[2]})")
-    return Problem(path, None, "toml", re.sub(r"\s*\(at end of document\)$", " at the end of the file", message))
+def _token_problem(config: Config, message: str) -> Problem:
+    """A problem at the config's `token_file` line (found again in the file: the Config keeps no lines)."""
+    try:
+        with open(config.path, encoding="utf-8") as fh:
+            line = Positions.of(fh.read()).line(("node", "token_file"))
+    except (OSError, UnicodeDecodeError):
+        line = None  # parsed from a string, or the file changed meanwhile
+    return Problem(config.path, line, "node.token_file", message)
 
 
 def _document(findings: Findings, data: dict, path: str) -> Config | None:
     for key in data:
         if key not in _TABLES:
-            findings.add((key,), key, unknown(key, _TABLES, "table"))
+            findings.add((key,), key_label(key), unknown(key, _TABLES, "table"))
     node = _node(_table(findings, data, "node", required=True))
     cluster = _cluster(_table(findings, data, "cluster", required=False), node)
     store = _store(_table(findings, data, "store", required=True))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
-from vrrpd.toml_check import Findings, Table, check_list, describe, quote, unknown
-from vrrpd.toml_positions import Positions
+from vrrpd.toml_check import (
+    ConfigError, Findings, Problem, Table, check_document, check_list, describe, key_label, name_label, quote,
+    read_config, unknown,
+)
 
 Address = IPv4Address | IPv6Address
 Interface = IPv4Interface | IPv6Interface
@@ -34,28 +34,6 @@ MAX_RISE_FALL = 1000
 # 1500 - 40 (IPv6) - 8 (VRRP header) = 1452 bytes = 90 addresses.
 MAX_VIPS = {"ipv4": 255, "ipv6": 90}
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the terminating NUL
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a config file, printed as `FILE:LINE: key: message`."""
-
-    file: str
-    line: int | None
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.key}: {self.message}"
-
-
-class ConfigError(Exception):
-    """A config that must not be run; `problems` holds every problem found, in file order."""
-
-    def __init__(self, problems: Iterable[Problem]):
-        self.problems = tuple(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -157,47 +135,14 @@ class Config:
 
 
 def load(path: str) -> Config:
-    """Read and check `path`; an unreadable file is a ConfigError too."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError([Problem(path, None, "file", f"cannot read: {exc.strerror or exc}")]) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([Problem(path, line, "file", "not UTF-8 text")]) from None
-    return parse(text, path)
+    """Read and check `path`; an unreadable, oversized or non-UTF-8 file is a ConfigError too."""
+    return parse(read_config(path), path)
 
 
 def parse(text: str, path: str = "<string>") -> Config:
     """Check `text` as a vrrpd config; raises ConfigError listing every problem found."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_problem(path, str(exc))]) from None
-    except RecursionError:
-        raise ConfigError([Problem(path, None, "toml", "nesting too deep")]) from None
     checker = _Checker()
-    try:
-        config = checker.document(data, path)
-    except Exception as exc:  # a bug here must still not give the operator a traceback
-        checker.add((), "config", f"internal error while checking ({type(exc).__name__}: {exc}); please report")
-        config = None
-    if checker.found or config is None:
-        positions = Positions.of(text)
-        problems = [Problem(path, positions.line(where), key, msg) for where, key, msg in checker.found]
-        problems.sort(key=lambda p: -1 if p.line is None else p.line)
-        raise ConfigError(problems)
-    return config
-
-
-def _syntax_problem(path: str, message: str) -> Problem:
-    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
-    if match:
-        return Problem(path, int(match[1]), "toml", f"{message[: match.start()]} (column {match[2]})")
-    return Problem(path, None, "toml", re.sub(r"\s*\(at end of document\)$", " at the end of the file", message))
+    return check_document(text, path, lambda _, data: checker.document(data, path), checker)
 
 
 _TABLES = ("global", "script", "instance", "sync_group")
@@ -218,7 +163,7 @@ class _Checker(Findings):
     def document(self, data: dict, path: str) -> Config | None:
         for key in data:
             if key not in _TABLES:
-                self.add((key,), key, unknown(key, _TABLES, "table"))
+                self.add((key,), key_label(key), unknown(key, _TABLES, "table"))
         global_ = _check_global(self, data.get("global", {}))
         scripts = check_list(self, data, "script", _check_script)
         instances = check_list(self, data, "instance", _check_instance)
@@ -532,7 +477,7 @@ def _check_across(checker: _Checker, instances: list[tuple[int, Instance]]) -> N
     by_key: dict[tuple, str] = {}
     by_vip: dict[Address, str] = {}
     for position, inst in instances:
-        where, label = ("instance", position), f"instance[{inst.name}]"
+        where, label = ("instance", position), f"instance[{name_label(inst.name)}]"
         if inst.key in by_key:
             checker.add(where + ("vrid",), f"{label}.vrid", f"VRID {inst.vrid} on {inst.interface} ({inst.family}) "
                                                             f"is already used by instance {quote(by_key[inst.key])}")
@@ -542,3 +487,7 @@ def _check_across(checker: _Checker, instances: list[tuple[int, Instance]]) -> N
                 checker.add(where + ("virtual_ipaddress", index), f"{label}.virtual_ipaddress",
                             f"{vip.ip} is already a virtual address of instance {quote(by_vip[vip.ip])}")
             by_vip.setdefault(vip.ip, inst.name)
+
+
+__all__ = ["Config", "ConfigError", "GlobalConfig", "Instance", "Problem", "Script", "SyncGroup", "TrackInterface",
+           "load", "parse"]

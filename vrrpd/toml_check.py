@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import re
 import shlex
+import stat
+import tomllib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
 
 REQUIRED = object()  # `default` meaning: a missing key is a problem
 _KINDS = {
@@ -46,6 +52,104 @@ def quote(text: str, limit: int = 60) -> str:
     return '"' + escaped.replace('"', '\\"') + '"'
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is text an operator wrote; anything bigger is a mistake (or /dev/zero)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, printed as `FILE:LINE: key: message`."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that must not be run; `problems` holds every problem found, in file order."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def read_config(path: str) -> str:
+    """The text of config file `path`: a regular file of UTF-8 text up to MAX_CONFIG_BYTES, else ConfigError
+    (a FIFO or a device would otherwise be read forever)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError([Problem(path, None, "file", "not a regular file")])
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(path, None, "file", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(path, None, "file", f"larger than {MAX_CONFIG_BYTES} bytes: not a config file")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Problem(path, line, "file", "not UTF-8 text")]) from None
+
+
+def check_document(text: str, path: str, check: Callable[[Findings, dict], T | None],
+                   findings: Findings | None = None) -> T:
+    """Parse `text` as TOML and run `check(findings, data)` on it (with `findings`, or a new Findings); every
+    problem found (syntax, checks, or a bug in the checker, which must still not give the operator a
+    traceback) raises one ConfigError."""
+    from vrrpd.toml_positions import Positions
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(path, str(exc), text)]) from None
+    except RecursionError:
+        raise ConfigError([Problem(path, None, "toml", "nesting too deep")]) from None
+    findings = findings if findings is not None else Findings()
+    try:
+        result = check(findings, data)
+    except Exception as exc:
+        findings.add((), "config", f"internal error while checking ({type(exc).__name__}: {exc}); please report")
+        result = None
+    if findings.found or result is None:
+        positions = Positions.of(text)
+        problems = [Problem(path, positions.line(where), key, msg) for where, key, msg in findings.found]
+        problems.sort(key=lambda p: -1 if p.line is None else p.line)
+        raise ConfigError(problems)
+    return result
+
+
+def _syntax_problem(path: str, message: str, text: str) -> Problem:
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        return Problem(path, int(match[1]), "toml", f"{message[: match.start()]} (column {match[2]})")
+    # tomllib names no line at the end of the text (a truncated file): the last line with anything on it.
+    last_line = text.rstrip().count("\n") + 1
+    return Problem(path, last_line, "toml", re.sub(r"\s*\(at end of document\)$", " at the end of the file", message))
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def key_label(key: str) -> str:
+    """`key` as a problem's key label shows it: bare when TOML allows that, else quoted and escaped as TOML
+    writes it, so that a key from the file can never break the one-line `FILE:LINE: key: message` shape."""
+    return key if _BARE_KEY.fullmatch(key) else quote(key)
+
+
+def name_label(name: str) -> str:
+    """A table's name inside its label (`instance[VI_A]`), quoted when it holds a control character, a
+    bracket or a quote (or is long): the label stays one line, and its brackets stay the name's own."""
+    plain = len(name) <= 60 and all(ch.isprintable() and ch not in '[]"' for ch in name)
+    return name if plain else quote(name)
+
+
 def unknown(key: str, known: Iterable[str], what: str = "key") -> str:
     """The message for an unknown key: the closest known one, else the whole list."""
     close = difflib.get_close_matches(key, list(known), n=1)
@@ -78,7 +182,7 @@ class Table:
     def problem(self, key: str | None, message: str, sub: tuple = ()) -> None:
         self.bad = True
         where = self.where + ((key,) if key else ()) + sub
-        self.findings.add(where, f"{self.label}.{key}" if key else self.label, message)
+        self.findings.add(where, f"{self.label}.{key_label(key)}" if key else self.label, message)
 
     def only(self, known: Iterable[str]) -> None:
         known = tuple(known)
@@ -176,6 +280,6 @@ def check_list(findings: Findings, data: dict, key: str, check: Callable) -> lis
             findings.add((key, index), key, f"elements must be tables, not {describe(item)}")
             continue
         name = item.get("name")
-        label = f"{key}[{name}]" if isinstance(name, str) and name else f"{key}[#{index + 1}]"
+        label = f"{key}[{name_label(name)}]" if isinstance(name, str) and name else f"{key}[#{index + 1}]"
         results.append((index, check(findings, findings.table((key, index), label, item))))
     return [(index, obj) for index, obj in results if obj is not None]

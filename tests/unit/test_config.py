@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import textwrap
 from ipaddress import ip_address, ip_interface
@@ -579,3 +580,17 @@ def test_positions_public_api():
     assert positions.line(("nope",)) is None
     # Text tomllib would refuse is not what it is for: it gives up quietly instead of raising.
     assert Positions.of('x = [\n  "a",\n').line(("x", 0)) is None
+
+
+def test_load_refuses_what_is_not_a_config_file(tmp_path):
+    """A device or FIFO would be read forever, a huge file is a mistake: refused at once, with the file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (2 << 20))
+    for path, message in (("/dev/zero", "not a regular file"), (str(fifo), "not a regular file"),
+                          (str(big), "larger than")):
+        with pytest.raises(ConfigError) as caught:
+            load(path)
+        (problem,) = caught.value.problems
+        assert (problem.file, problem.key) == (path, "file") and message in problem.message
