@@ -18,7 +18,6 @@ from vrrpd import packet
 from vrrpd.announce import Announcer
 from vrrpd.config import Config, ConfigError, Instance, load
 from vrrpd.control import ControlServer
-from vrrpd.metrics import MetricsServer
 from vrrpd.netlink import Netlink
 from vrrpd.notify import NotifyRunner, jobs_for
 from vrrpd.router import STAT_NAMES, Router, Stats, check_advert, utc_now_iso
@@ -103,7 +102,7 @@ class Daemon:
         self.netlink = Netlink()
         self.notify = NotifyRunner()
         self.control: ControlServer | None = None
-        self.metrics: MetricsServer | None = None
+        self.metrics = None  # vrrpd.metrics.MetricsServer when metrics_listen is set
         self._timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -121,7 +120,10 @@ class Daemon:
         self.control = ControlServer(self.config.global_.control_socket, self.status)
         await self.control.start()
         if self.config.global_.metrics_listen:
+            # Imported only here: aiohttp costs about 15 MB of RSS that a daemon without metrics never pays.
             # A bind failure is an OSError: refused at start (exit 1) rather than running unobserved.
+            from vrrpd.metrics import MetricsServer
+
             self.metrics = MetricsServer(self.config.global_.metrics_listen, self.status)
             await self.metrics.start()
         for sig, handler in (

@@ -144,3 +144,13 @@ def test_status_cli_exits_3_when_no_daemon(tmp_path):
     )
     assert proc.returncode == 3
     assert "no daemon answered" in proc.stderr
+
+
+def test_the_daemon_loads_neither_scapy_nor_aiohttp_unless_asked():
+    """RSS budget (issue: at most 48 MB): scapy is a test oracle only, aiohttp loads with metrics_listen only."""
+    import subprocess
+    import sys
+
+    code = "import sys, vrrpd.cli, vrrpd.runtime; print(sorted(m for m in ('scapy', 'aiohttp') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
