@@ -1,7 +1,9 @@
-"""`make bench`: vrrpd against keepalived in one run: takeover time, SIGTERM handover, CPU and memory.
+"""`make bench`: vrrpd against keepalived in one run: takeover time, SIGTERM handover, CPU and memory;
+then csserver through its VIPs (bench/csserver_bench.py): throughput, latency and failover gaps.
 
 Every figure is measured here, in this run, for both daemons on the same lab, and printed as a ratio
-(vrrpd / keepalived). Results go to bench/results/*.json, plots to bench/results/*.png.
+(vrrpd / keepalived, or measured / target). Results go to bench/results/*.json, plots to
+bench/results/*.png; bench/README.md says what each figure means.
 """
 
 from __future__ import annotations
@@ -157,9 +159,10 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
-def summarize(takeovers: list[dict], cpu: list[dict]) -> list[str]:
-    lines = ["", "takeover (link down -> VIP on backup, netlink), medians:",
-             f"{'interval':>9} {'kind':>8} {'vrrpd':>9} {'keepalived':>11} {'ratio':>6} {'vrrpd p99':>10} {'MDI':>7}"]
+def summarize(takeovers: list[dict], cpu: list[dict], cs: dict | None = None) -> list[str]:
+    lines = ["", "takeover (master's link down, or master SIGTERMed -> VIP on backup, netlink), medians;",
+             "expected: Master_Down_Interval after a link loss, Skew_Time after the stopping master's priority-0 advert:",
+             f"{'interval':>9} {'kind':>8} {'vrrpd':>9} {'keepalived':>11} {'ratio':>6} {'vrrpd p99':>10} {'expected':>9}"]
     by = {(t["impl"], t["interval"]): t for t in takeovers}
     if not takeovers:
         lines = []
@@ -169,7 +172,8 @@ def summarize(takeovers: list[dict], cpu: list[dict]) -> list[str]:
             m_ours = statistics.median(ours[kind])
             m_theirs = statistics.median(theirs[kind]) if theirs else float("nan")
             lines.append(f"{interval:>8}s {kind:>8} {m_ours:>8.3f}s {m_theirs:>10.3f}s {m_ours / m_theirs:>6.2f} "
-                         f"{p99(ours[kind]):>9.3f}s {ours['master_down_interval']:>6.3f}s")
+                         f"{p99(ours[kind]):>9.3f}s "
+                         f"{ours['master_down_interval' if kind == 'link_down' else 'skew_time']:>8.3f}s")
     if cpu:
         c = {x["impl"]: x for x in cpu}
         lines += ["", "20 instances at 0.05 s, master node, steady state:",
@@ -177,30 +181,46 @@ def summarize(takeovers: list[dict], cpu: list[dict]) -> list[str]:
                   f"ratio {c['vrrpd']['cpu_percent'] / max(c['keepalived']['cpu_percent'], 1e-9):.2f}",
                   f"  RSS  vrrpd {c['vrrpd']['rss_mb_total']:.1f} MB  keepalived {c['keepalived']['rss_mb_total']:.1f} MB "
                   f"(all processes; largest keepalived process {c['keepalived']['rss_mb_max_process']:.1f} MB)"]
+    if cs:
+        from bench import csserver_bench
+
+        lines += csserver_bench.summary_lines(cs)
     return lines
 
 
 def plot(takeovers: list[dict]) -> list[Path]:
+    """Per advert_interval, two panels (the master's link lost; the master stopped), each trial of both
+    daemons side by side against the time RFC 5798 gives (Master_Down_Interval; Skew_Time after the
+    stopping master's priority-0 advert)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    style = {"vrrpd": ("tab:blue", "o", -0.08), "keepalived": ("tab:orange", "s", 0.08)}
+    panels = (("link_down", "master's link lost", "master_down_interval", "Master_Down_Interval"),
+              ("sigterm", "master stopped (SIGTERM)", "skew_time", "Skew_Time"))
     paths = []
     for interval in sorted({t["interval"] for t in takeovers}):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for t in takeovers:
-            if t["interval"] != interval:
-                continue
-            for kind, marker in (("link_down", "o"), ("sigterm", "s")):
-                ax.plot(range(1, len(t[kind]) + 1), [v * 1000 for v in t[kind]], marker=marker,
-                        label=f"{t['impl']} {kind.replace('_', ' ')}")
-            mdi = t["master_down_interval"] * 1000
-        ax.axhline(mdi, color="grey", linestyle="--", label="Master_Down_Interval")
-        ax.set_xlabel("trial")
-        ax.set_ylabel("takeover (ms)")
-        ax.set_title(f"Takeover time per trial, advert_interval {interval} s")
-        ax.legend(fontsize=8)
+        runs = [t for t in takeovers if t["interval"] == interval]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, (kind, title, expected_key, expected_name) in zip(axes, panels):
+            for t in runs:
+                color, marker, shift = style.get(t["impl"], ("tab:green", "^", 0.0))
+                values = [v * 1000 for v in t[kind]]
+                ax.plot([i + 1 + shift for i in range(len(values))], values, marker=marker, color=color,
+                        linestyle="-", alpha=0.85, label=f"{t['impl']}: median {statistics.median(values):.0f} ms")
+            expected = runs[0][expected_key] * 1000
+            ax.axhline(expected, color="grey", linestyle="--", label=f"{expected_name} {expected:.0f} ms")
+            ax.set_ylim(0, max(expected, *(v * 1000 for t in runs for v in t[kind])) * 1.15)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("trial")
+            ax.set_ylabel("VIP on the backup after (ms)")
+            ax.set_title(title, fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"Takeover per trial, vrrpd and keepalived, advert_interval {interval} s")
         fig.tight_layout()
         path = RESULTS / f"takeover-{interval}s.png"
         fig.savefig(path, dpi=110)
@@ -216,12 +236,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials-slow", type=int, default=3, help="trials at advert_interval 1 s (default 3)")
     parser.add_argument("--cpu-seconds", type=float, default=10.0, help="CPU/RSS measurement window (default 10)")
     parser.add_argument("--skip", action="append", default=[], choices=["takeover", "cpu", "csserver"])
+    cs = parser.add_argument_group("csserver (bench/csserver_bench.py)")
+    cs.add_argument("--cs-trials", type=int, default=5, help="failover trials per store (default 5)")
+    cs.add_argument("--cs-duration", type=float, default=5.0, help="seconds of GET and of PUT load per store (default 5)")
+    cs.add_argument("--cs-concurrency", type=int, default=16, help="concurrent load workers (default 16)")
+    cs.add_argument("--cs-attempt-timeout", type=float, default=0.1,
+                    help="the failover writer's per-attempt timeout, csserver.client attempt_timeout_s (default 0.1)")
+    cs.add_argument("--cs-store", action="append", choices=["sqlite", "postgresql"],
+                    help="only this store (repeatable; default both)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("make bench needs root (network namespaces)", file=sys.stderr)
         return 2
     RESULTS.mkdir(exist_ok=True)
-    takeovers, cpu = [], []
+    load_before = os.getloadavg()[0]
+    takeovers, cpu, cs_result = [], [], None
     with tempfile.TemporaryDirectory(prefix="vrrpd-bench-") as tmp:
         work = Path(tmp)
         if "takeover" not in args.skip:
@@ -239,10 +268,18 @@ def main(argv: list[str] | None = None) -> int:
         if "csserver" not in args.skip:
             from bench import csserver_bench
 
-            csserver_bench.run(work / "csserver", progress)
-    for line in summarize(takeovers, cpu):
+            settings = csserver_bench.Settings(
+                trials=args.cs_trials, duration=args.cs_duration, concurrency=args.cs_concurrency,
+                attempt_timeout=args.cs_attempt_timeout, stores=tuple(args.cs_store or ("sqlite", "postgresql")))
+            cs_result = csserver_bench.run(work / "csserver", progress, settings)
+    for line in summarize(takeovers, cpu, cs_result):
         print(line)
-    print(f"\nresults in {RESULTS}/")
+    load_after = os.getloadavg()[0]
+    busy = (" (a busy machine: compare with a run on a quiet one)"
+            if load_before > 1.0 or load_after > 2.0 else "")
+    print(f"\nload average (1 min) at the start {load_before:.2f}, at the end {load_after:.2f}, "
+          f"{os.cpu_count()} CPUs; the bench itself adds about 1-2{busy}")
+    print(f"results in {RESULTS}/")
     return 0
 
 
