@@ -25,6 +25,10 @@ class State(str, enum.Enum):
 
 
 OWNER_PRIORITY = 255
+# A master that hears a lower-priority master re-announces its addresses this long after the first such
+# advert: adverts that arrive together (a backlog after a freeze, a split brain healing) cause one burst,
+# and it goes out after whatever the other node announced while it believed itself master.
+REANNOUNCE_DELAY = 0.05
 
 
 class ProtocolMisuse(RuntimeError):
@@ -161,9 +165,10 @@ class _Timers:
     master_down: float | None = None  # Master_Down_Timer (BACKUP)
     garp_refresh: float | None = None  # periodic re-announcement (MASTER, garp_refresh > 0)
     preempt_until: float | None = None  # BACKUP: lower-priority masters are tolerated until then
+    reannounce: float | None = None  # MASTER: a lower-priority master was heard; announce again then
 
     def clear(self) -> None:
-        self.adver = self.master_down = self.garp_refresh = self.preempt_until = None
+        self.adver = self.master_down = self.garp_refresh = self.preempt_until = self.reannounce = None
 
 
 @dataclass
@@ -196,7 +201,7 @@ class VirtualRouter:
     def next_deadline(self) -> float | None:
         """The earliest time `handle_timer` has work to do, or None."""
         t = self._timers
-        pending = [d for d in (t.adver, t.master_down, t.garp_refresh) if d is not None]
+        pending = [d for d in (t.adver, t.master_down, t.garp_refresh, t.reannounce) if d is not None]
         return min(pending) if pending else None
 
     # -- entry points --------------------------------------------------------------------------------
@@ -230,6 +235,9 @@ class VirtualRouter:
         if self.state is State.MASTER and t.garp_refresh is not None and now >= t.garp_refresh:
             t.garp_refresh = now + _cs(self.params.garp_refresh_cs)
             effects.append(Announce(1))
+        if self.state is State.MASTER and t.reannounce is not None and now >= t.reannounce:
+            t.reannounce = None
+            effects.append(Announce(self.params.garp_repeat or 1))
         return effects
 
     # -- transitions ---------------------------------------------------------------------------------
@@ -331,11 +339,19 @@ class VirtualRouter:
             t.adver = now + _cs(self.params.advert_interval_cs)
             return [SendAdvert(self.effective_priority)]
         if self._outranks_us(advert.priority, src) and not self.params.owner:
-            return self._become_backup(now, "higher_priority_master", src, advert.adver_int_cs)
+            # Yielding, we send one last advert at our priority: the winner, hearing a lower-priority
+            # master, re-announces the addresses. Without it a split brain that heals with the winner's
+            # advert arriving first leaves hosts pointing at us (our gratuitous ARPs were the last they
+            # heard) until their ARP entries expire, tens of seconds (found by the chaos run).
+            return [SendAdvert(self.effective_priority)] + self._become_backup(
+                now, "higher_priority_master", src, advert.adver_int_cs)
         # RFC 9568 6.4.3: a lower-priority master exists: re-advertise at once so it yields, and
-        # re-announce, since switches and hosts may still point at the other node (keepalived issue 166).
+        # re-announce, since switches and hosts may still point at the other node (keepalived issue 166):
+        # once, shortly, for however many such adverts arrive meanwhile.
         t.adver = now + _cs(self.params.advert_interval_cs)
-        return [SendAdvert(self.effective_priority), Announce(self.params.garp_repeat or 1)]
+        if t.reannounce is None:
+            t.reannounce = now + REANNOUNCE_DELAY
+        return [SendAdvert(self.effective_priority)]
 
     def _fault(self, active: bool, reason: str, now: float) -> list[Effect]:
         if active:
@@ -400,6 +416,7 @@ __all__ = [
     "FaultChanged",
     "OWNER_PRIORITY",
     "PriorityChanged",
+    "REANNOUNCE_DELAY",
     "ProtocolMisuse",
     "RemoveAddresses",
     "RouterParams",

@@ -28,6 +28,9 @@ from vrrpd.track import ScriptChecker, evaluate
 SHUTDOWN_GRACE = 5.0  # seconds for priority-0 adverts, address removal and stop notifies at exit
 
 
+LATE_TIMER = 0.05  # seconds behind its deadline before the timer reads the sockets before acting
+
+
 class RouterWorker:
     """Applies one router's effects in order (send, add addresses, announce, notify)."""
 
@@ -283,6 +286,14 @@ class Daemon:
 
     def _on_timer(self, when: float) -> None:
         self._timer = None
+        if self.loop.time() - when > LATE_TIMER:
+            # The loop was held up (SIGSTOP, a stalled host): adverts may be waiting. Read them first, so that
+            # a master heard meanwhile stops a Master_Down_Timer that is only overdue because we did not
+            # listen, rather than us becoming master for a moment and misdirecting every host's ARP cache.
+            for key in list(self.sockets):
+                for _ in range(64):  # bounded: up to 64 x 64 queued adverts per socket
+                    if self._on_readable(key) < 64:
+                        break
         now = max(self.loop.time(), when)
         earliest = None
         # One pass: handle_timer acts only on expired timers, so every router is offered `now`, and the
@@ -296,20 +307,22 @@ class Daemon:
                 earliest = deadline
         self._arm(earliest)
 
-    def _on_readable(self, key: tuple[str, str]) -> None:
+    def _on_readable(self, key: tuple[str, str]) -> int:
+        """Handle the adverts waiting on one socket (a batch of at most 64); returns how many were read."""
         sock = self.sockets.get(key)
         if sock is None:
-            return
+            return 0
         try:
-            received = sock.recv_all()
+            received = sock.recv_all(64)
         except OSError as exc:
             self.log.warning("recv_failed", interface=key[0], family=key[1], error=str(exc))
-            return
+            return 0
         now = self.loop.time()
         routers = self._routers_on(key)  # once per batch: receiving changes no router's configuration
         for rx in received:
             self._receive(routers, rx, now)
         self._rearm()
+        return len(received)
 
     def _routers_on(self, key: tuple[str, str]) -> dict[int, Router]:
         return {r.instance.vrid: r for r in self.routers.values() if r.socket_key == key}

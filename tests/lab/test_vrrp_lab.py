@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import time
 
 import pytest
@@ -184,3 +186,45 @@ def test_unicast_mode(lab, tmp_path):
     assert multicast == [], multicast
     node_a.stop(signal.SIGKILL)
     wait_until(lambda: b.has_address(VIP4), mdi(100) + 2)
+
+
+def _partition(host, peer, on: bool) -> None:
+    """Drop the adverts `host` receives from `peer` (nftables in host's namespace), or stop dropping them."""
+    if on:
+        host.run(["nft", "-f", "-"], input=(
+            "table inet vrrpd_lab {\n chain input { type filter hook input priority 0; policy accept;\n"
+            f"  ip saddr {peer.ipv4} ip protocol 112 drop\n }}\n}}\n"))
+    else:
+        host.run(["nft", "delete", "table", "inet", "vrrpd_lab"])
+
+
+def test_a_healed_split_brain_leaves_hosts_pointing_at_the_master(lab, tmp_path):
+    # While VRRP is partitioned both nodes are master and the client's ARP entry follows b's gratuitous
+    # ARPs. When the partition heals, b yields; the client must learn a's MAC again at once, not when its
+    # ARP entry expires tens of seconds later (b's last advert makes a re-announce).
+    net = lab(3)
+    a, b, client = net.hosts
+    node_a = VrrpdNode(a, tmp_path, [instance(150)]).start()
+    wait_master(node_a)
+    node_b = VrrpdNode(b, tmp_path, [instance(100)]).start()
+    wait_until(lambda: node_b.state("VI_1") == "BACKUP", 5)
+
+    def client_mac() -> str | None:
+        out = client.run(["ip", "-j", "neigh", "show", VIP4, "dev", "eth0"]).stdout
+        entries = [e for e in json.loads(out or "[]") if e.get("lladdr")]
+        return entries[0]["lladdr"] if entries else None
+
+    # one datagram makes the client resolve the VIP (ARP), as any traffic would
+    client.run([sys.executable, "-c", f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{VIP4}', 9))"])
+    wait_until(lambda: client_mac() == a.mac, 2, 0.02, message="the client never resolved the VIP to a")
+    for trial in range(3):  # the heal races a's and b's adverts; every trial must end with a's MAC
+        _partition(a, b, True)
+        _partition(b, a, True)
+        wait_until(lambda: node_b.state("VI_1") == "MASTER", mdi(100) + 2, message="b never took over")
+        wait_until(lambda: client_mac() == b.mac, 2, 0.02, message="b's gratuitous ARP never reached the client")
+        _partition(a, b, False)
+        _partition(b, a, False)
+        wait_until(lambda: node_b.state("VI_1") == "BACKUP", 2, message="b did not yield after the heal")
+        wait_until(lambda: client_mac() == a.mac, 1.0, 0.02,
+                   message=f"trial {trial}: the client still sends to b, which no longer holds the VIP")
+        assert holder(net.hosts) == "a"

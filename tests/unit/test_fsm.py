@@ -11,6 +11,7 @@ from vrrpd.fsm import (
     AdvertReceived,
     Announce,
     FaultChanged,
+    REANNOUNCE_DELAY,
     PriorityChanged,
     RemoveAddresses,
     RouterParams,
@@ -119,7 +120,7 @@ def test_master_yields_to_higher_priority_and_releases_addresses():
     r.handle(Startup(), 0.0)
     r.handle_timer(r.next_deadline())
     effects = r.handle(AdvertReceived(advert(200), B), 5.0)
-    assert kinds(effects) == [RemoveAddresses, StateChanged]
+    assert kinds(effects) == [SendAdvert, RemoveAddresses, StateChanged]
     assert r.state is State.BACKUP
     assert r.next_deadline() == pytest.approx(5.0 + 3.60)
 
@@ -129,8 +130,27 @@ def test_master_re_advertises_and_re_announces_on_lower_priority_advert():
     r = router(priority=200, garp_repeat=3)
     r.handle(Startup(), 0.0)
     r.handle_timer(r.next_deadline())
-    assert r.handle(AdvertReceived(advert(100), B), 7.0) == [SendAdvert(200), Announce(3)]
+    assert r.handle(AdvertReceived(advert(100), B), 7.0) == [SendAdvert(200)]
+    # a backlog of such adverts (a daemon resuming from a freeze) makes one burst of announcements, not one
+    # per advert, and it goes out shortly after the first, after whatever the other node announced
+    assert r.handle(AdvertReceived(advert(100), B), 7.001) == [SendAdvert(200)]
+    assert r.next_deadline() == pytest.approx(7.0 + REANNOUNCE_DELAY)
+    assert r.handle_timer(7.0 + REANNOUNCE_DELAY) == [Announce(3)]
+    assert r.handle_timer(7.5) == []
     assert r.state is State.MASTER
+
+
+def test_a_master_that_yields_sends_one_last_advert_so_the_winner_re_announces():
+    # A healed split brain: the winner's advert reaches us first. Our last advert (at our priority) makes
+    # the winner re-announce, so hosts stop sending to us; without it they would until their ARP expires.
+    loser, winner = router(priority=100, addr=A), router(priority=200, addr=B, garp_repeat=2)
+    for r in (loser, winner):
+        r.handle(Startup(), 0.0)
+        r.handle_timer(r.next_deadline())
+    effects = loser.handle(AdvertReceived(advert(200), B), 9.0)
+    assert kinds(effects) == [SendAdvert, RemoveAddresses, StateChanged] and effects[0] == SendAdvert(100)
+    assert winner.handle(AdvertReceived(advert(100), A), 9.001) == [SendAdvert(200)]
+    assert winner.handle_timer(9.001 + REANNOUNCE_DELAY) == [Announce(2)]
 
 
 def test_equal_priority_higher_address_wins_both_ways():
