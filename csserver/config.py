@@ -36,8 +36,6 @@ Address = IPv4Address | IPv6Address
 DEFAULT_LISTEN = "0.0.0.0:9100"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 MAX_MAX_BODY_BYTES = 64 << 20
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("json", "console")
 _TABLES = ("node", "cluster", "store")
 
 __all__ = ["Config", "ConfigError", "Problem", "load", "parse", "read_token", "parse_store_url"]
@@ -172,12 +170,7 @@ def _node(t: Table | None) -> NodeConfig | None:
         t.problem("listen", f'must be IP:PORT (e.g. "0.0.0.0:9100" or "[::]:9100"), not {quote(listen)}')
     token_file = t.text("token_file", None)
     max_body = t.integer("max_body_bytes", 1024, MAX_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)
-    log_format = t.text("log_format", None)
-    if log_format is not None and log_format not in LOG_FORMATS:
-        t.problem("log_format", f"must be one of {', '.join(LOG_FORMATS)}, not {quote(log_format)}")
-    log_level = t.text("log_level", "info")
-    if log_level is not None and log_level not in LOG_LEVELS:
-        t.problem("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {quote(log_level)}")
+    log_format, log_level = t.logging()
     if t.bad:
         return None
     return NodeConfig(alias, host_port[0], host_port[1], token_file, max_body, log_format, log_level)

@@ -21,8 +21,6 @@ from vrrpd.toml_check import (
 Address = IPv4Address | IPv6Address
 Interface = IPv4Interface | IPv6Interface
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("json", "console")
 DEFAULT_CONTROL_SOCKET = "/run/vrrpd/vrrpd.sock"
 MIN_WEIGHT, MAX_WEIGHT = -253, 253  # keepalived's range: a weight can never reach 0 or 255 from 1..254
 MAX_GARP_REPEAT = 100
@@ -202,12 +200,7 @@ def _check_global(checker: _Checker, data) -> GlobalConfig:
     sock = t.text("control_socket", DEFAULT_CONTROL_SOCKET)
     if sock is not None and len(sock.encode()) > SUN_PATH_MAX:
         t.problem("control_socket", f"a unix socket path is at most {SUN_PATH_MAX} bytes")
-    log_format = t.text("log_format", None)
-    if log_format is not None and log_format not in LOG_FORMATS:
-        t.problem("log_format", f"must be one of {', '.join(LOG_FORMATS)}, not {quote(log_format)}")
-    log_level = t.text("log_level", "info")
-    if log_level is not None and log_level not in LOG_LEVELS:
-        t.problem("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {quote(log_level)}")
+    log_format, log_level = t.logging()
     metrics = t.text("metrics_listen", None)
     if metrics is not None and not _is_host_port(metrics):
         t.problem("metrics_listen", f'must be HOST:PORT (e.g. "127.0.0.1:9101" or "[::1]:9101"), not {quote(metrics)}')

@@ -52,6 +52,8 @@ def quote(text: str, limit: int = 60) -> str:
     return '"' + escaped.replace('"', '\\"') + '"'
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
 MAX_CONFIG_BYTES = 1 << 20  # a config is text an operator wrote; anything bigger is a mistake (or /dev/zero)
 T = TypeVar("T")
 
@@ -234,6 +236,19 @@ class Table:
             self.problem(key, "must not contain a NUL character")
             return None
         return value
+
+    def choice(self, key: str, choices: Iterable[str], default=REQUIRED) -> str | None:
+        """A string that must be one of `choices`."""
+        choices = tuple(choices)
+        value = self.text(key, default)
+        if value is not None and value not in choices:
+            self.problem(key, f"must be one of {', '.join(choices)}, not {quote(value)}")
+        return value
+
+    def logging(self) -> tuple[str | None, str | None]:
+        """`log_format` (json | console; None: console on a terminal, else json) and `log_level`, as both
+        daemons take them."""
+        return self.choice("log_format", LOG_FORMATS, None), self.choice("log_level", LOG_LEVELS, "info")
 
     def strings(self, key: str, default=REQUIRED) -> list[tuple[int, str]] | None:
         """An array of strings, as (index, value) pairs; a bad element is reported at its own line."""

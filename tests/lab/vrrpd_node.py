@@ -11,22 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vrrpd.control import query
+from vrrpd.keepalived_import import toml_value
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
 
 
 def vrrpd_toml(router_id: str, control_socket: str, instances: list[dict], scripts=(), sync_groups=(), **global_kw) -> str:
