@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.lab import netns
-from tests.lab.conftest import require_root
+from tests.lab.conftest import lab_factory, require_root
 
 PREFIX = "vcs-"
 
@@ -15,18 +15,7 @@ def cs_lab(monkeypatch):
     """Factory: `cs_lab(names)` -> a tests.lab.netns.Lab with one host per name; closed after the test."""
     require_root()
     monkeypatch.setattr(netns, "PREFIX", PREFIX)  # this suite's namespaces never collide with vrrpd's labs
-    made: list[netns.Lab] = []
-
-    def make(names: list[str]) -> netns.Lab:
-        made.append(netns.Lab(len(names), names))
-        return made[-1]
-
-    yield make
-    errors = []
-    for lab in reversed(made):
-        try:
-            lab.close()
-        except Exception as exc:  # close every lab before reporting
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    labs = lab_factory()
+    make = next(labs)
+    yield lambda names: make(len(names), names)
+    next(labs, None)  # closes them

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from tests.csserver_lab.csserver_node import CsserverNode
 from tests.lab.netns import AddressWatcher, _libc_setns
 from tests.lab.pair import ALIAS, NODES, Pair, dump_toml, sample
+from tests.lab.writer import records
 
 KINDS = ("kill vrrpd", "kill csserver", "freeze vrrpd", "freeze csserver", "link down", "partition",
          "store restart")
@@ -227,11 +228,7 @@ class Feed:
         self.thread.start()
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
+        for record in records(self.proc.stdout):
             with self.lock:
                 self._take(record)
 

@@ -26,9 +26,9 @@ def root() -> None:
     require_root()
 
 
-@pytest.fixture
-def lab():
-    """Factory: `lab(n, names=None)` -> a Lab with n hosts; every lab made is closed after the test."""
+def lab_factory():
+    """A generator for fixtures: yields `make(n, names=None)` -> a Lab, then closes every lab it made
+    (all of them, even when one fails to close; the first error is raised after)."""
     require_root()
     made: list[Lab] = []
 
@@ -45,6 +45,12 @@ def lab():
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+@pytest.fixture
+def lab():
+    """Factory: `lab(n, names=None)` -> a Lab with n hosts; every lab made is closed after the test."""
+    yield from lab_factory()
 
 
 @pytest.fixture

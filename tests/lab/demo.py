@@ -25,6 +25,7 @@ from datetime import datetime
 from tests.lab.netns import AddressWatcher, wait_until
 from tests.lab.pair import Pair, lab_for_pair
 from tests.lab.vrrpd_node import REPO
+from tests.lab.writer import records
 
 T0 = time.monotonic()
 WALL_OFFSET = time.time() - time.monotonic()  # wall clock - monotonic: to place csserver's log stamps
@@ -56,11 +57,7 @@ class WriterFeed:
         self.thread.start()
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
+        for record in records(self.proc.stdout):
             with self.lock:
                 {"created": self.created, "ack": self.acks, "error": self.errors}.get(
                     record["event"], []).append(record)

@@ -23,8 +23,20 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 from csserver.client import Client, CsError
+
+
+def records(stream) -> Iterator[dict]:
+    """The JSON objects of a writer's output as its lines arrive (anything else, e.g. a traceback, skipped)."""
+    for line in stream:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield record
 
 
 def emit(**record) -> None:
