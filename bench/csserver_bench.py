@@ -28,12 +28,12 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
 from csserver.client import Client
 from csserver.testing import pg_problem, pg_schema, pg_url
+from tests.csserver_lab.csserver_node import event_time
 from tests.lab.netns import AddressWatcher, in_netns, wait_until
 from tests.lab.pair import Pair, lab_for_pair, lab_pg_url
 from tests.lab.vrrpd_node import REPO
@@ -169,11 +169,6 @@ def longest_gap(acks: dict[str, list[float]], start: float, end: float) -> float
     return max(gaps) if gaps else None
 
 
-def log_time(event: dict, wall_offset: float) -> float:
-    """A csserver log line's ISO UTC stamp on this process's monotonic clock."""
-    return datetime.fromisoformat(event["timestamp"]).timestamp() - wall_offset
-
-
 def first_after(times, after: float) -> float | None:
     later = [t for t in times if t >= after]
     return min(later) if later else None
@@ -182,11 +177,10 @@ def first_after(times, after: float) -> float | None:
 def server_view(pair, vip: str, after: float) -> tuple[float | None, float | None]:
     """From node-b's csserver log: when it saw `vip` arrive, and when it first adopted one of node-a's
     contexts, both after `after`."""
-    wall_offset = time.time() - time.monotonic()
     events = pair.cs["b"].events()
-    seen = first_after([log_time(e, wall_offset) for e in events
+    seen = first_after([event_time(e) for e in events
                         if e.get("event") == "local_addresses_changed" and vip in e.get("added", [])], after)
-    adopted = first_after([log_time(e, wall_offset) for e in events
+    adopted = first_after([event_time(e) for e in events
                            if e.get("event") == "context_adopted" and e.get("old_owner") == "cs-a"], after)
     return seen, adopted
 
@@ -208,8 +202,7 @@ def failover_trial(pair, writer: WriterLog, probe_url: str, workdir: Path, setti
                    message=f"the prober never got an answer:\n{probes.text()}")
         crashed = pair.crash("a")
         # Only the netlink watcher is polled while the failover runs: no `ip` processes on the busy machine.
-        arrived = wait_until(lambda: first_after([t for t, kind, a in watcher.events() if kind == "add" and a == vip],
-                                                 crashed), 5, 0.005, message=f"VIP-A never moved\n{pair.describe()}")
+        arrived = wait_until(lambda: watcher.first_add(vip, crashed), 5, 0.005, message=f"VIP-A never moved\n{pair.describe()}")
         wait_until(lambda: any(p[2] == 200 and p[1] > arrived for p in probes.read()), 5, 0.01,
                    message=f"no probe was answered after the takeover:\n{probes.text()}")
         wait_until(lambda: resumed(arrived), 20, 0.02, message="the writer did not resume on node-a's contexts")

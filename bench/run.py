@@ -88,11 +88,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def first_add(watcher: AddressWatcher, addr: str, after: float) -> float | None:
-    times = [t for t, kind, a in watcher.events() if kind == "add" and a == addr and t >= after]
-    return min(times) if times else None
-
-
 def takeover_trials(impl: str, interval: float, trials: int, workdir: Path) -> dict:
     """Master's link set down: time until the VIP appears on the backup (netlink event on b)."""
     mdi = master_down_interval_cs(100, round(interval * 100)) / 100
@@ -115,7 +110,7 @@ def takeover_trials(impl: str, interval: float, trials: int, workdir: Path) -> d
                     else:
                         pair.stop("a")
                     wait_until(lambda: b.has_address(VIP), mdi + 5, message=f"{impl}: b never took over")
-                    added = wait_until(lambda: first_add(watcher, VIP, t0), 2, message="no netlink add event")
+                    added = wait_until(lambda: watcher.first_add(VIP, t0), 2, message="no netlink add event")
                 finally:
                     watcher.stop()
                 (link if kind == "link" else term).append(added - t0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from tests.lab.netns import Host, wait_until
@@ -70,6 +72,12 @@ class CsserverNode:
             return present <= have and not (absent & have)
 
         wait_until(seen, timeout, 0.01, message=f"csserver on {self.host.name} never saw {present} / not {absent}")
+
+
+def event_time(event: dict) -> float:
+    """A csserver log line's ISO UTC stamp on this process's monotonic clock (the clock the lab's netlink
+    watchers and clients stamp with)."""
+    return datetime.fromisoformat(event["timestamp"]).timestamp() - (time.time() - time.monotonic())
 
 
 def http(client: Host, method: str, url: str, body: str | None = None) -> tuple[int, dict | str]:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from tests.csserver_lab.csserver_node import CsserverNode
 from tests.lab.netns import AddressWatcher, _libc_setns
-from tests.lab.pair import ALIAS, NODES, Pair, dump_toml, sample
+from tests.lab.pair import ALIAS, NODES, Pair
 from tests.lab.writer import records
 
 KINDS = ("kill vrrpd", "kill csserver", "freeze vrrpd", "freeze csserver", "link down", "partition",
@@ -105,12 +105,9 @@ class ChaosPair(Pair):
 
     past_events: dict[str, list[dict]] = field(default_factory=lambda: {n: [] for n in NODES})
 
-    def csserver_config(self, node: str) -> str:
-        conf = sample(f"csserver-{node}.toml")
-        conf["node"]["log_format"] = "json"
+    def node_store_url(self, node: str) -> str:
         url = self.store_url
-        conf["store"]["url"] = with_application_name(url, app_name(node)) if url.startswith("postgresql:") else url
-        return dump_toml(conf)
+        return with_application_name(url, app_name(node)) if url.startswith("postgresql:") else url
 
     def start_csserver(self, node: str) -> CsserverNode:
         if node in self.cs:

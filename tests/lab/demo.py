@@ -20,15 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 
+from tests.csserver_lab.csserver_node import event_time
 from tests.lab.netns import AddressWatcher, wait_until
 from tests.lab.pair import Pair, lab_for_pair
 from tests.lab.vrrpd_node import REPO
 from tests.lab.writer import records
 
 T0 = time.monotonic()
-WALL_OFFSET = time.time() - time.monotonic()  # wall clock - monotonic: to place csserver's log stamps
 
 
 def now() -> float:
@@ -73,18 +72,13 @@ class WriterFeed:
             return {c["haid"] for c in self.created if c["via"] == alias}
 
 
-def first_add(watcher: AddressWatcher, vip: str, after: float) -> float | None:
-    times = [e.time for e in watcher.events() if e.kind == "add" and e.address == vip and e.time >= after]
-    return min(times) if times else None
-
-
 def adoptions(pair: Pair, node: str, after: float) -> list[tuple[float, dict]]:
     """csserver's context_adopted events on `node` after a monotonic time, with their monotonic time."""
     out = []
     for event in pair.cs[node].events():
         if event.get("event") != "context_adopted":
             continue
-        stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp() - WALL_OFFSET
+        stamp = event_time(event)
         if stamp >= after:
             out.append((stamp, event))
     return out
@@ -135,7 +129,7 @@ def run(args) -> int:
         say(">>> killing node-a: link down, vrrpd and csserver SIGKILLed")
         crashed = pair.crash("a")
         mark(crashed, "node-a crashed (link down, vrrpd + csserver SIGKILLed)")
-        took = wait_until(lambda: first_add(watch_b, vip_a, crashed), 30, 0.01,
+        took = wait_until(lambda: watch_b.first_add(vip_a, crashed), 30, 0.01,
                           message="node-b never took VIP-A over")
         mark(took, "VIP-A added on node-b (netlink)")
         say(f"VIP-A {vip_a} appeared on node-b {ms(took - crashed)} after the crash")
@@ -155,7 +149,7 @@ def run(args) -> int:
         say(">>> node-a returns: vrrpd restarts (clearing the VIP the crash left), csserver, then the link")
         back = pair.recover("a")
         mark(back, "node-a back (vrrpd + csserver restarted, link up)")
-        returned = wait_until(lambda: first_add(watch_a, vip_a, back), 60, 0.01,
+        returned = wait_until(lambda: watch_a.first_add(vip_a, back), 60, 0.01,
                               message="node-a never took VIP-A back")
         mark(returned, "VIP-A added on node-a again (preempt after preempt_delay)")
         say(f"failback: VIP-A back on node-a {ms(returned - back)} after it returned "

@@ -333,6 +333,11 @@ class AddressWatcher:
         with self._lock:
             return list(self._events)
 
+    def first_add(self, address: str, after: float = 0.0) -> float | None:
+        """When `address` was first added at or after `after` (monotonic), or None if it has not been."""
+        times = [e.time for e in self.events() if e.kind == "add" and e.address == address and e.time >= after]
+        return min(times) if times else None
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -49,9 +49,9 @@ class Pair:
     """A running dual-master pair; `Pair.start(lab_hosts)` builds it, the lab tears it down."""
 
     lab: Lab
-    workdir: Path
     store_url: str
-    advert_interval: float | None
+    advert_interval: float | None = None  # None: as in the samples
+    preempt_delay: float | None = None  # None: as in the samples
     vrrpd: dict[str, VrrpdNode] = field(default_factory=dict)
     cs: dict[str, CsserverNode] = field(default_factory=dict)
     crashed: set[str] = field(default_factory=set)
@@ -60,13 +60,10 @@ class Pair:
 
     @classmethod
     def start(cls, lab: Lab, *, store_url: str | None = None, advert_interval: float | None = None,
-              preempt_delay: float | None = None, csserver: dict | None = None, wait: bool = True) -> Pair:
+              preempt_delay: float | None = None, wait: bool = True) -> Pair:
         """Both nodes up (csserver first, so the health checks pass from the start); with `wait`, until each
         node is master of its own VIP and backup of the other's."""
-        workdir = lab.tmpdir
-        pair = cls(lab, workdir, store_url or f"sqlite://{workdir}/contexts.db", advert_interval)
-        pair._preempt_delay = preempt_delay
-        pair._cs_extra = csserver or {}
+        pair = cls(lab, store_url or f"sqlite://{lab.tmpdir}/contexts.db", advert_interval, preempt_delay)
         for node in NODES:
             pair.start_csserver(node)
         for node in NODES:
@@ -74,6 +71,11 @@ class Pair:
         if wait:
             pair.wait_steady()
         return pair
+
+    @property
+    def workdir(self) -> Path:
+        """Configs and logs of both nodes: the lab's own directory, removed with it."""
+        return self.lab.tmpdir
 
     def host(self, node: str) -> Host:
         return self.lab.host(f"node-{node}")
@@ -101,8 +103,8 @@ class Pair:
             inst = dict(inst)
             if self.advert_interval is not None:
                 inst["advert_interval"] = self.advert_interval
-            if self._preempt_delay is not None and "preempt_delay" in inst:
-                inst["preempt_delay"] = self._preempt_delay
+            if self.preempt_delay is not None and "preempt_delay" in inst:
+                inst["preempt_delay"] = self.preempt_delay
             instances.append(inst)
         global_kw = {k: v for k, v in conf.get("global", {}).items() if k not in LAB_GLOBAL}
         return VrrpdNode(self.host(node), self.workdir, instances, conf.get("script", []),
@@ -111,9 +113,12 @@ class Pair:
     def csserver_config(self, node: str) -> str:
         conf = sample(f"csserver-{node}.toml")
         conf["node"]["log_format"] = "json"
-        conf["node"].update(self._cs_extra.get("node", {}))
-        conf["store"]["url"] = self.store_url
+        conf["store"]["url"] = self.node_store_url(node)
         return dump_toml(conf)
+
+    def node_store_url(self, node: str) -> str:
+        """The store URL `node`'s csserver is given: the one both share."""
+        return self.store_url
 
     def start_csserver(self, node: str) -> CsserverNode:
         self.cs[node] = CsserverNode.start(self.host(node), self.workdir, self.csserver_config(node))
