@@ -33,19 +33,19 @@ test: deps venv postgres
 	  $(PY) -m pytest -q $(PYTEST_ARGS)
 
 unit: venv
-	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/pure $(PYTEST_ARGS)
 
 lab: deps venv
 	$(PY) -m pytest -q tests/lab $(PYTEST_ARGS)
 
 demo: deps venv
-	@$(PY) -m tests.lab.demo
+	@$(PY) -m labkit.demo
 
 bench: deps venv
 	@$(PY) -m bench.run
 
 chaos: deps venv postgres
-	@set -a; . scripts/test-postgres.env; set +a; $(PY) -m tests.lab.chaos --full
+	@set -a; . scripts/test-postgres.env; set +a; $(PY) -m labkit.chaos --full
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -32,11 +32,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from csserver.client import Client
-from csserver.testing import pg_problem, pg_schema, pg_url
-from tests.csserver_lab.csserver_node import event_time
-from tests.lab.netns import AddressWatcher, in_netns, wait_until
-from tests.lab.pair import Pair, lab_for_pair, lab_pg_url
-from tests.lab.vrrpd_node import REPO
+from labkit.pg import pg_problem, pg_schema, pg_url
+from labkit.csserver_node import event_time
+from labkit.netns import AddressWatcher, in_netns, wait_until
+from labkit.pair import Pair, lab_for_pair, lab_pg_url
+from labkit.vrrpd_node import REPO
 
 RESULTS = Path(__file__).parent / "results"
 ADOPTION_TARGET = 0.020  # seconds from the VIP's arrival to the first served request (issue 3)
@@ -255,7 +255,7 @@ def failover_trials(pair, workdir: Path, settings: Settings, label: str, progres
     haid = in_netns(pair.client, lambda: asyncio.run(create()))
     probe_url = f"http://{pair.vip('a')}:{pair.port}/v1/contexts/{quote(haid, safe='')}"
     writer = WriterLog(workdir / "writer.jsonl")
-    proc = python_in_lab(pair.client, ["-m", "tests.lab.writer", "--cluster", json.dumps(pair.cluster), "--port",
+    proc = python_in_lab(pair.client, ["-m", "labkit.writer", "--cluster", json.dumps(pair.cluster), "--port",
                                        str(pair.port), "--contexts", str(settings.writer_contexts), "--pace",
                                        str(settings.writer_pace), "--deadline", "15", "--attempt-timeout",
                                        str(settings.attempt_timeout)], writer.path)

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.lab.keepalived import keepalived_conf, start_keepalived
-from tests.lab.netns import AddressWatcher, Lab, wait_until
-from tests.lab.vrrpd_node import VrrpdNode
-from vrrpd.fsm import master_down_interval_cs, skew_time_cs
+from labkit.keepalived import keepalived_conf, start_keepalived
+from labkit.netns import AddressWatcher, Lab, wait_until
+from labkit.vrrpd_node import VrrpdNode
+from vrrpd.core.fsm import master_down_interval_cs, skew_time_cs
 
 RESULTS = Path(__file__).parent / "results"
 VIP = "192.0.2.100"

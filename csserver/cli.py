@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
     if config is None:
         return EXIT_INVALID
     from csserver.server import serve
-    from vrrpd import log
+    from daemonkit import log
 
     log.configure(config.node.log_format, config.node.log_level)
     return asyncio.run(serve(config, token))

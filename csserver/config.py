@@ -26,10 +26,11 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from csserver.haid import alias_problem
-from vrrpd.toml_check import (
+from daemonkit.tomlcheck import (
     ConfigError, Findings, Problem, Table, check_document, describe, key_label, quote, read_config, unknown,
 )
-from vrrpd.toml_positions import Positions
+from daemonkit.net import parse_host_port
+from daemonkit.tomlpos import Positions
 
 Address = IPv4Address | IPv6Address
 
@@ -165,7 +166,7 @@ def _node(t: Table | None) -> NodeConfig | None:
     if alias is not None and alias_problem(alias):
         t.problem("alias", f"{quote(alias)}: {alias_problem(alias)}")
     listen = t.text("listen", DEFAULT_LISTEN)
-    host_port = parse_listen(listen) if listen is not None else None
+    host_port = parse_host_port(listen) if listen is not None else None
     if listen is not None and host_port is None:
         t.problem("listen", f'must be IP:PORT (e.g. "0.0.0.0:9100" or "[::]:9100"), not {quote(listen)}')
     token_file = t.text("token_file", None)
@@ -173,24 +174,7 @@ def _node(t: Table | None) -> NodeConfig | None:
     log_format, log_level = t.logging()
     if t.bad:
         return None
-    return NodeConfig(alias, host_port[0], host_port[1], token_file, max_body, log_format, log_level)
-
-
-def parse_listen(text: str) -> tuple[str, int] | None:
-    """("0.0.0.0", 9100) for "0.0.0.0:9100", ("::", 9100) for "[::]:9100"; None when not IP:PORT."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    bracketed = host.startswith("[") and host.endswith("]")
-    if bracketed:
-        host = host[1:-1]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if address.version == 6 and not bracketed:
-        return None
-    return str(address), int(port)
+    return NodeConfig(alias, host_port.host, host_port.port, token_file, max_body, log_format, log_level)
 
 
 def _cluster(t: Table | None, node: NodeConfig | None) -> ClusterConfig | None:

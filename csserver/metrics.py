@@ -5,17 +5,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 
+from daemonkit.promtext import Family, render
+
 # Store operations take well under a millisecond (SQLite, a cached page) to tens of milliseconds (an fsync,
 # a PostgreSQL round trip under load); the buckets span that.
 STORE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
-    if not pairs:
-        return ""
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in pairs) + "}"
 
 
 class Metrics:
@@ -41,31 +35,29 @@ class Metrics:
             self._store_errors[operation] += 1
 
     def render(self) -> str:
-        out = [
-            "# HELP csserver_requests_total HTTP requests answered, by route, method and status.",
-            "# TYPE csserver_requests_total counter",
-        ]
+        requests = Family("csserver_requests_total", "counter", "HTTP requests answered, by route, method and status.")
         for (route, method, status), count in sorted(self.requests.items()):
-            out.append(f"csserver_requests_total{_labels((('route', route), ('method', method), ('status', status)))} {count}")
+            requests.add((("route", route), ("method", method), ("status", status)), count)
+        families = [requests]
         for name, value, text in (
             ("csserver_adoptions_total", self.adoptions, "Contexts this node took over from another owner."),
             ("csserver_stale_epoch_refusals_total", self.stale_epoch_refusals,
              "Writes refused (409) because another node had adopted the context."),
             ("csserver_misdirected_total", self.misdirected, "Requests answered 421: another node serves them."),
         ):
-            out += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
-        out += ["# HELP csserver_store_seconds Latency of store operations.",
-                "# TYPE csserver_store_seconds histogram"]
+            family = Family(name, "counter", text)
+            family.add((), value)
+            families.append(family)
+        latency = Family("csserver_store_seconds", "histogram", "Latency of store operations.")
         for op in sorted(self._store_buckets):
             cumulative = 0
             for bound, count in zip((*STORE_BUCKETS_S, float("inf")), self._store_buckets[op]):
                 cumulative += count
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                out.append(f"csserver_store_seconds_bucket{_labels((('op', op), ('le', le)))} {cumulative}")
-            out.append(f"csserver_store_seconds_sum{_labels((('op', op),))} {self._store_sum[op]:.6f}")
-            out.append(f"csserver_store_seconds_count{_labels((('op', op),))} {self._store_count[op]}")
-        out += ["# HELP csserver_store_errors_total Store operations that failed (503).",
-                "# TYPE csserver_store_errors_total counter"]
+                latency.add((("op", op), ("le", le)), cumulative, "_bucket")
+            latency.add((("op", op),), self._store_sum[op], "_sum")
+            latency.add((("op", op),), self._store_count[op], "_count")
+        errors = Family("csserver_store_errors_total", "counter", "Store operations that failed (503).")
         for op in sorted(self._store_errors):
-            out.append(f"csserver_store_errors_total{_labels((('op', op),))} {self._store_errors[op]}")
-        return "\n".join(out) + "\n"
+            errors.add((("op", op),), self._store_errors[op])
+        return render([*families, latency, errors])

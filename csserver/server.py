@@ -18,7 +18,7 @@ from csserver.metrics import Metrics
 from csserver.service import ContextService, utcnow
 from csserver.store import make_store
 from csserver.store.base import StoreError
-from vrrpd.systemd import Notifier
+from daemonkit.systemd import Notifier
 
 IDEMPOTENCY_TTL = timedelta(hours=24)  # a client retries for seconds; a day covers any sane deadline
 EXPIRY_INTERVAL_S = 3600.0

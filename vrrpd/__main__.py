@@ -1,4 +1,4 @@
 """Allow `python -m vrrpd`."""
-from vrrpd.cli import main
+from vrrpd.ops.cli import main
 
 raise SystemExit(main())

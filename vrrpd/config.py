@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
-from vrrpd.toml_check import (
+from daemonkit.tomlcheck import (
     ConfigError, Findings, Problem, Table, check_document, check_list, describe, key_label, name_label, quote,
     read_config, unknown,
 )

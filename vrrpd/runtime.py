@@ -12,18 +12,19 @@ import os
 import signal
 from collections.abc import Iterable
 
-from vrrpd import __version__, fsm
-from vrrpd import log as logging
-from vrrpd import packet
-from vrrpd.announce import Announcer
+from vrrpd import __version__
+from vrrpd.core import fsm
+from daemonkit import log as logging
+from vrrpd.core import packet
+from vrrpd.io.announce import Announcer
 from vrrpd.config import Config, ConfigError, Instance, load
-from vrrpd.control import ControlServer
-from vrrpd.netlink import Netlink
-from vrrpd.notify import NotifyRunner, jobs_for
-from vrrpd.router import STAT_NAMES, Router, Stats, check_advert, utc_now_iso
-from vrrpd.sockets import AdvertSocket
-from vrrpd.systemd import Notifier
-from vrrpd.track import ScriptChecker, evaluate
+from vrrpd.io.control import ControlServer
+from vrrpd.io.netlink import Netlink
+from vrrpd.io.notify import NotifyRunner, jobs_for
+from vrrpd.core.router import STAT_NAMES, Router, Stats, check_advert, utc_now_iso
+from vrrpd.io.sockets import AdvertSocket
+from daemonkit.systemd import Notifier
+from vrrpd.io.scripts import ScriptChecker, evaluate
 
 SHUTDOWN_GRACE = 5.0  # seconds for priority-0 adverts, address removal and stop notifies at exit
 
@@ -125,7 +126,7 @@ class Daemon:
         if self.config.global_.metrics_listen:
             # Imported only here: aiohttp costs about 15 MB of RSS that a daemon without metrics never pays.
             # A bind failure is an OSError: refused at start (exit 1) rather than running unobserved.
-            from vrrpd.metrics import MetricsServer
+            from vrrpd.io.metrics_http import MetricsServer
 
             self.metrics = MetricsServer(self.config.global_.metrics_listen, self.status)
             await self.metrics.start()

@@ -2,38 +2,31 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 
-from tests.lab.netns import Lab
+from labkit.netns import Lab
+from tests.support import require_root
 
-
-def require_root() -> None:
-    """Lab tests need root for namespaces: skipped on a developer's machine, a failure under CI=true."""
-    if os.geteuid() == 0:
-        return
-    reason = "lab tests need root (network namespaces, raw sockets)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI=true never skips them")
-    pytest.skip(reason)
+LAB_ROOT = "lab tests need root (network namespaces, raw sockets)"
 
 
 @pytest.fixture
 def root() -> None:
-    """For tests that build their own Lab: the same root rule as `lab`."""
-    require_root()
+    """For tests that build their own Lab: skipped without root on a laptop, a failure under CI=true."""
+    require_root(LAB_ROOT)
 
 
-def lab_factory():
-    """A generator for fixtures: yields `make(n, names=None)` -> a Lab, then closes every lab it made
-    (all of them, even when one fails to close; the first error is raised after)."""
-    require_root()
+@pytest.fixture
+def lab():
+    """Factory: `lab(n, names=None, prefix=...)` -> a Lab; every lab made is closed after the test (all of
+    them, even when one fails to close; the first error is raised after)."""
+    require_root(LAB_ROOT)
     made: list[Lab] = []
 
-    def make(n_hosts: int, names: list[str] | None = None) -> Lab:
-        made.append(Lab(n_hosts, names))
+    def make(n_hosts: int, names: list[str] | None = None, **kw) -> Lab:
+        made.append(Lab(n_hosts, names, **kw))
         return made[-1]
 
     yield make
@@ -45,12 +38,6 @@ def lab_factory():
             errors.append(exc)
     if errors:
         raise errors[0]
-
-
-@pytest.fixture
-def lab():
-    """Factory: `lab(n, names=None)` -> a Lab with n hosts; every lab made is closed after the test."""
-    yield from lab_factory()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The short chaos run inside `make test`: random faults on the dual-master pair while a client writes, and
 the invariants of issue 6 hold (tests/lab/chaos.py says what each fault is and how each invariant is checked).
 
-The seed is random and printed, so a failing run can be dealt again: python -m tests.lab.chaos --seed N.
+The seed is random and printed, so a failing run can be dealt again: python -m labkit.chaos --seed N.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from csserver.testing import pg_problem, pg_url
-from tests.lab import chaos
+from labkit.pg import pg_problem, pg_url
+from labkit import chaos
 
 pytestmark = pytest.mark.lab
 

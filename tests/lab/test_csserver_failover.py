@@ -16,12 +16,12 @@ import sys
 import pytest
 
 from csserver.client import Client
-from tests.csserver_lab.csserver_node import http
-from tests.lab.netns import in_netns, wait_until
-from csserver.testing import pg_schema
-from tests.lab.pair import NODES, Pair, lab_pg_url
-from tests.lab.vrrpd_node import REPO
-from tests.unit.test_store import require_pg
+from labkit.csserver_node import http
+from labkit.netns import in_netns, wait_until
+from labkit.pg import pg_schema
+from labkit.pair import NODES, Pair, lab_pg_url
+from labkit.vrrpd_node import REPO
+from tests.support import require_pg
 
 pytestmark = pytest.mark.lab
 
@@ -122,7 +122,7 @@ def test_a_writer_through_failover_and_failback_loses_nothing(lab, store_url):
     out = pair.lab.tmpdir / "writer.jsonl"
     with open(out, "w") as sink:  # a file, never a pipe nobody reads
         writer = pair.client.popen(
-            [sys.executable, "-m", "tests.lab.writer", "--cluster", json.dumps(pair.cluster), "--port",
+            [sys.executable, "-m", "labkit.writer", "--cluster", json.dumps(pair.cluster), "--port",
              str(pair.port), "--contexts", "2", "--pace", "0.01", "--deadline", str(DEADLINE)],
             stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
 

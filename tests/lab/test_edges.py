@@ -14,12 +14,12 @@ from ipaddress import IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_
 
 import pytest
 
-from tests.lab.keepalived import check_keepalived_conf, keepalived_conf, keepalived_log, start_keepalived
-from tests.lab.netns import AddressWatcher, Lab, pid_alive, in_netns, wait_until
-from vrrpd.announce import Announcer
-from vrrpd.netlink import Netlink, parse_link_events
-from vrrpd.packet import MCAST_V4, MCAST_V6, VRRP_PROTO
-from vrrpd.sockets import AdvertSocket, Received
+from labkit.keepalived import check_keepalived_conf, keepalived_conf, keepalived_log, start_keepalived
+from labkit.netns import AddressWatcher, Lab, pid_alive, in_netns, wait_until
+from vrrpd.io.announce import Announcer
+from vrrpd.io.netlink import Netlink, parse_link_events
+from vrrpd.core.packet import MCAST_V4, MCAST_V6, VRRP_PROTO
+from vrrpd.io.sockets import AdvertSocket, Received
 
 LINK_EVENT_DEADLINE = 1.0  # seconds from `ip link set` to our callback; the kernel pushes it in microseconds
 # Not a valid advert on purpose: the checksum field (bytes 6-7) is wrong, so a kernel that checked or filled

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netns import AddressWatcher, wait_until
-from tests.lab.test_vrrp_lab import VIP4, holder, instance, wait_master
-from tests.lab.vrrpd_node import REPO, VrrpdNode
+from labkit.netns import AddressWatcher, wait_until
+from tests.lab.scenarios import VIP4, holder, instance, wait_master
+from labkit.vrrpd_node import REPO, VrrpdNode
 
 pytestmark = pytest.mark.lab
 
@@ -53,7 +53,7 @@ def test_flood_of_malformed_and_spoofed_adverts(lab, tmp_path):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        proc = c.run([sys.executable, "-m", "tests.lab.flood", str(c.ipv4), str(a.ipv4), str(PACKETS), str(SECONDS)],
+        proc = c.run([sys.executable, "-m", "labkit.flood", str(c.ipv4), str(a.ipv4), str(PACKETS), str(SECONDS)],
                      timeout=SECONDS + 15, env={**os.environ, "PYTHONPATH": str(REPO)})
         sent = json.loads(proc.stdout)
     finally:

@@ -9,9 +9,9 @@ import tomllib
 
 import pytest
 
-from tests.lab.keepalived import keepalived_log, start_keepalived
-from tests.lab.netns import wait_until
-from tests.lab.vrrpd_node import VrrpdNode
+from labkit.keepalived import keepalived_log, start_keepalived
+from labkit.netns import wait_until
+from labkit.vrrpd_node import VrrpdNode
 
 pytestmark = pytest.mark.lab
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.lab.keepalived import keepalived_conf, keepalived_log, start_keepalived
-from tests.lab.netns import wait_until
-from tests.lab.vrrpd_node import VrrpdNode
-from vrrpd.fsm import master_down_interval_cs
+from labkit.keepalived import keepalived_conf, keepalived_log, start_keepalived
+from labkit.netns import wait_until
+from labkit.vrrpd_node import VrrpdNode
+from vrrpd.core.fsm import master_down_interval_cs
 
 pytestmark = pytest.mark.lab
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from tests.lab.netns import AddressWatcher, wait_until
-from tests.lab.test_vrrp_lab import VIP4, holder, instance, mdi, wait_master
-from tests.lab.vrrpd_node import VrrpdNode
+from labkit.netns import AddressWatcher, wait_until
+from tests.lab.scenarios import VIP4, holder, instance, master_down_interval, wait_master
+from labkit.vrrpd_node import VrrpdNode
 
 pytestmark = pytest.mark.lab
 
@@ -42,10 +42,10 @@ def test_track_script_moves_vip_and_recovery_moves_it_back(lab, tmp_path):
     wait_until(lambda: node_a.instance("VI_1")["effective_priority"] == 90, 3, message="weight not applied")
     # the status says why: the script is down
     assert node_a.instance("VI_1")["track"] == {"interfaces": {"eth0": "up"}, "scripts": {"chk": "down"}}
-    wait_until(lambda: holder(net.hosts) == "b", mdi(100) + 3, message="VIP did not move to b")
+    wait_until(lambda: holder(net.hosts) == "b", master_down_interval(100) + 3, message="VIP did not move to b")
     assert node_a.state("VI_1") == "BACKUP"
     flag.unlink()
-    wait_until(lambda: holder(net.hosts) == "a", mdi(150) + 3, message="VIP did not come back to a")
+    wait_until(lambda: holder(net.hosts) == "a", master_down_interval(150) + 3, message="VIP did not come back to a")
     assert node_a.instance("VI_1")["effective_priority"] == 150
 
 
@@ -62,7 +62,7 @@ def test_tracked_link_down_means_fault(lab, tmp_path):
     wait_until(lambda: holder(net.hosts) == "b", 3)
     assert node_b.instance("VI_1")["stats"]["priority_zero_rx"] >= 1
     a.run(["ip", "link", "set", "dum0", "up"])
-    wait_until(lambda: node_a.state("VI_1") == "MASTER", mdi(150) + 3)
+    wait_until(lambda: node_a.state("VI_1") == "MASTER", master_down_interval(150) + 3)
 
 
 def test_sync_group_moves_together(lab, tmp_path):
@@ -81,9 +81,9 @@ def test_sync_group_moves_together(lab, tmp_path):
     wait_until(lambda: node_a.state("VI_1") == node_a.state("VI_2") == "MASTER", 10)
     flag.touch()  # only VI_2's check fails; the group takes VI_1 down with it
     wait_until(lambda: node_a.state("VI_1") == node_a.state("VI_2") == "FAULT", 3, message="group did not move together")
-    wait_until(lambda: holder(net.hosts, VIP4) == "b" and holder(net.hosts, VIP4_B) == "b", mdi(100) + 3)
+    wait_until(lambda: holder(net.hosts, VIP4) == "b" and holder(net.hosts, VIP4_B) == "b", master_down_interval(100) + 3)
     flag.unlink()
-    wait_until(lambda: node_a.state("VI_1") == node_a.state("VI_2") == "MASTER", mdi(150) + 3)
+    wait_until(lambda: node_a.state("VI_1") == node_a.state("VI_2") == "MASTER", master_down_interval(150) + 3)
     wait_until(lambda: holder(net.hosts, VIP4) == "a" and holder(net.hosts, VIP4_B) == "a", 3)
 
 

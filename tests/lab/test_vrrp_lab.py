@@ -9,51 +9,13 @@ import time
 
 import pytest
 
-from tests.lab.netns import AddressWatcher, wait_until
-from tests.lab.vrrpd_node import VrrpdNode
-from vrrpd.fsm import master_down_interval_cs, skew_time_cs
+from labkit.netns import AddressWatcher, wait_until
+from labkit.vrrpd_node import VrrpdNode
+from tests.lab.scenarios import (
+    MARGIN, VIP4, VIP6, holder, instance, master_down_interval, skew_time, start_pair, wait_master,
+)
 
 pytestmark = pytest.mark.lab
-
-VIP4 = "192.0.2.100"
-VIP6 = "2001:db8::100"
-INTERVAL = 0.2  # seconds: fast enough for a quick suite, slow enough for a loaded 2-core CI machine
-MARGIN = 0.100  # the issue's allowance on top of the RFC timers
-
-
-def instance(priority: int, vip=f"{VIP4}/24", **kw) -> dict:
-    return {"name": "VI_1", "interface": "eth0", "vrid": 51, "priority": priority, "advert_interval": INTERVAL,
-            "virtual_ipaddress": [vip], "garp_repeat": 2, **kw}
-
-
-def mdi(priority: int) -> float:
-    return master_down_interval_cs(priority, round(INTERVAL * 100)) / 100
-
-
-def skew(priority: int) -> float:
-    return skew_time_cs(priority, round(INTERVAL * 100)) / 100
-
-
-def start_pair(lab, tmp_path, prio_a=150, prio_b=100, a_first=False, **kw):
-    """Two nodes; with a_first, b starts only once a is MASTER (a non-preempting a would otherwise lose
-    the election for good to a b that happened to come up first)."""
-    net = lab(2)
-    a, b = net.hosts
-    node_a = VrrpdNode(a, tmp_path, [instance(prio_a, **kw.get("a", {}))]).start()
-    if a_first:
-        wait_master(node_a)
-    node_b = VrrpdNode(b, tmp_path, [instance(prio_b, **kw.get("b", {}))]).start()
-    return net, node_a, node_b
-
-
-def holder(hosts, vip=VIP4):
-    found = [h.name for h in hosts if h.has_address(vip)]
-    return found[0] if len(found) == 1 else None
-
-
-def wait_master(node: VrrpdNode, timeout=10.0):
-    wait_until(lambda: node.state("VI_1") == "MASTER", timeout, message=f"{node.host.name} never MASTER\n{node.log_text()[-3000:]}")
-
 
 def test_election_by_priority_and_single_holder(lab, tmp_path):
     net, node_a, node_b = start_pair(lab, tmp_path)
@@ -85,13 +47,13 @@ def test_backup_takes_over_within_master_down_interval(lab, tmp_path, fault):
             node_a.stop(signal.SIGKILL)
         else:
             a.set_link(False)
-        wait_until(lambda: b.has_address(VIP4), mdi(100) + 2, message="b never took the VIP")
+        wait_until(lambda: b.has_address(VIP4), master_down_interval(100) + 2, message="b never took the VIP")
         added = watcher.first_add(VIP4, t0)
     finally:
         watcher.stop()
     assert added is not None, "netlink never reported the VIP on b"
     elapsed = added - t0
-    assert elapsed <= mdi(100) + MARGIN, f"takeover took {elapsed:.3f}s > MDI {mdi(100):.3f}s + {MARGIN}s"
+    assert elapsed <= master_down_interval(100) + MARGIN, f"takeover took {elapsed:.3f}s > MDI {master_down_interval(100):.3f}s + {MARGIN}s"
     wait_until(lambda: node_b.state("VI_1") == "MASTER", 2)
 
 
@@ -112,7 +74,7 @@ def test_sigterm_hands_over_within_skew_time_and_releases(lab, tmp_path):
     assert node_a.stop(timeout=10) == 0, node_a.log_text()[-2000:]
     assert not a.has_address(VIP4), "old master kept the VIP after SIGTERM"
     assert added is not None, "netlink never reported the VIP on b"
-    assert added - t0 <= skew(100) + MARGIN, f"handover {added - t0:.3f}s > skew {skew(100):.3f}s + margin"
+    assert added - t0 <= skew_time(100) + MARGIN, f"handover {added - t0:.3f}s > skew {skew_time(100):.3f}s + margin"
     assert node_b.instance("VI_1")["stats"]["priority_zero_rx"] >= 1
 
 
@@ -122,17 +84,17 @@ def test_preempt_on_return(lab, tmp_path, preempt):
     a, b = net.hosts
     wait_master(node_a)
     a.set_link(False)
-    wait_until(lambda: node_b.state("VI_1") == "MASTER", mdi(100) + 3)
+    wait_until(lambda: node_b.state("VI_1") == "MASTER", master_down_interval(100) + 3)
     wait_until(lambda: node_a.state("VI_1") == "FAULT", 3, message="a not FAULT with its link down")
     assert not a.has_address(VIP4), "a kept the VIP in FAULT"
     a.set_link(True)
     if preempt:
-        wait_until(lambda: node_a.state("VI_1") == "MASTER", mdi(150) + 3, message="a did not preempt")
+        wait_until(lambda: node_a.state("VI_1") == "MASTER", master_down_interval(150) + 3, message="a did not preempt")
         wait_until(lambda: holder(net.hosts) == "a", 2, message="VIP not back on a alone")
     else:
         wait_until(lambda: node_a.state("VI_1") == "BACKUP", 3)
         # b stays master for many intervals: a never takes over from a live lower-priority master
-        deadline = time.monotonic() + 4 * mdi(150)
+        deadline = time.monotonic() + 4 * master_down_interval(150)
         while time.monotonic() < deadline:
             assert node_a.state("VI_1") == "BACKUP"
             assert holder(net.hosts) == "b"
@@ -143,7 +105,7 @@ def test_equal_priority_higher_address_wins(lab, tmp_path):
     a, b = net.hosts
     assert int(b.ipv4) > int(a.ipv4)
     wait_master(node_b)
-    wait_until(lambda: node_a.state("VI_1") == "BACKUP", mdi(100) + 3)
+    wait_until(lambda: node_a.state("VI_1") == "BACKUP", master_down_interval(100) + 3)
     wait_until(lambda: holder(net.hosts) == "b", 2)
 
 
@@ -159,7 +121,7 @@ def test_ipv6_failover_and_neighbour_advertisement(lab, tmp_path):
     capture = net.capture(a, "icmp6")
     try:
         node_a.stop(signal.SIGKILL)  # the NA that b sends to ff02::1 is seen on a's side of the bridge
-        wait_until(lambda: b.has_address(VIP6), mdi(100) + 2, message="b never took the IPv6 VIP")
+        wait_until(lambda: b.has_address(VIP6), master_down_interval(100) + 2, message="b never took the IPv6 VIP")
         wait_until(lambda: capture.decode(["icmpv6.nd.na.target_address", "icmpv6.nd.na.flag.o"], "icmpv6.type == 136"), 3,
                    message="no neighbour advertisement seen")
     finally:
@@ -186,7 +148,7 @@ def test_unicast_mode(lab, tmp_path):
     multicast = capture.decode(["ip.src", "ip.dst"], "vrrp && ip.dst == 224.0.0.18")
     assert multicast == [], multicast
     node_a.stop(signal.SIGKILL)
-    wait_until(lambda: b.has_address(VIP4), mdi(100) + 2)
+    wait_until(lambda: b.has_address(VIP4), master_down_interval(100) + 2)
 
 
 def _partition(host, peer, on: bool) -> None:
@@ -221,7 +183,7 @@ def test_a_healed_split_brain_leaves_hosts_pointing_at_the_master(lab, tmp_path)
     for trial in range(3):  # the heal races a's and b's adverts; every trial must end with a's MAC
         _partition(a, b, True)
         _partition(b, a, True)
-        wait_until(lambda: node_b.state("VI_1") == "MASTER", mdi(100) + 2, message="b never took over")
+        wait_until(lambda: node_b.state("VI_1") == "MASTER", master_down_interval(100) + 2, message="b never took over")
         wait_until(lambda: client_mac() == b.mac, 2, 0.02, message="b's gratuitous ARP never reached the client")
         _partition(a, b, False)
         _partition(b, a, False)

@@ -1,0 +1,255 @@
+"""`vrrpd import-keepalived`: keepalived.conf VRRP blocks become vrrpd TOML that parses and means the same."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vrrpd.ops.cli import main
+from vrrpd.config import ConfigError, TrackInterface, parse
+from daemonkit.tomlwrite import toml_value
+from tests.support import DATA, require
+from vrrpd.ops.keepalived.convert import KeepalivedParseError, convert
+
+KEEPALIVED_SAMPLES = Path("/usr/share/doc/keepalived/samples")
+
+
+def converted(name: str):
+    """The converted text and its parsed Config for a file under tests/unit/data."""
+    text = convert((DATA / name).read_text(), name)
+    return text, parse(text, name)
+
+
+def vips(instance) -> list[str]:
+    return [str(v) for v in instance.virtual_ipaddress]
+
+
+def test_dual_master_node_keeps_priorities_vrids_vips_and_tracking():
+    text, config = converted("keepalived-dual-master.conf")
+    assert config.global_.router_id == "node_a"
+    a, b = config.instance("VI_A"), config.instance("VI_B")
+    assert (a.interface, a.vrid, a.priority, a.version, a.advert_interval) == ("eth0", 51, 150, 3, 1.0)
+    assert (b.interface, b.vrid, b.priority, b.version, b.advert_interval) == ("eth0", 52, 100, 3, 1.0)
+    assert vips(a) == ["192.0.2.100/24"] and vips(b) == ["192.0.2.101/24"]
+    assert a.preempt and not b.preempt and b.preempt_delay == 30.0
+    assert (a.garp_repeat, a.garp_refresh) == (3, 60.0)
+    assert str(b.unicast_src) == "192.0.2.1" and [str(p) for p in b.unicast_peers] == ["192.0.2.2"]
+    assert a.track_interface == (TrackInterface("eth1", -20), TrackInterface("eth2", 0))
+    assert config.script("chk_csserver").command == (
+        "/usr/bin/curl", "-fsS", "-m", "1", "-o", "/dev/null", "http://127.0.0.1:9100/healthz")
+    chk = config.script("chk_csserver")
+    assert (chk.interval, chk.timeout, chk.rise, chk.fall, chk.weight) == (1.0, 1.0, 2, 2, -60)
+    # chk_haproxy is tracked only by VI_B with weight 10: the script carries that weight.
+    assert b.track_script == ("chk_csserver", "chk_haproxy") and config.script("chk_haproxy").weight == 10
+    assert config.script("chk_haproxy").command == ("killall", "-0", "haproxy")
+    assert a.notify_master == "/usr/local/bin/vrrp-notify.sh MASTER VI_A"
+    assert a.notify_backup == "/usr/local/bin/vrrp-notify.sh"
+    assert a.notify_fault == "/usr/local/bin/vrrp-notify.sh FAULT VI_A"
+    assert a.notify == "/usr/local/bin/vrrp-all.sh" and b.notify_stop == "/usr/local/bin/vrrp-stop.sh"
+    for lost in ("# not carried: authentication { ... } (line 41)", "# not carried: smtp_alert (line 59)",
+                 "# not carried: garp_master_delay 5 (line 38)",
+                 "# not carried: include /etc/keepalived/conf.d/*.conf (line 15)",
+                 "# not carried: virtual_server 192.0.2.100 80 { ... } (line 84)",
+                 "# not carried: user keepalived_script (line 24)",
+                 "# not carried: user root of notify_fault (line 57)",
+                 "# not carried: options of 192.0.2.100/24 dev eth0 label eth0:vip (line 46)",
+                 "# not carried: notification_email { ... } (line 4)",
+                 "# keepalived: state MASTER (line 33)"):
+        assert lost in text
+
+
+def test_sync_groups_v2_default_and_per_instance_script_weights():
+    text, config = converted("keepalived-sync-v2.conf")
+    assert [(g.name, g.instances) for g in config.sync_groups] == [("G1", ("VI_1", "VI_2")), ("G2", ("VI_3", "VI_4"))]
+    # keepalived's default version is 2, not vrrpd's 3.
+    assert {i.name: (i.vrid, i.priority, i.version) for i in config.instances} == {
+        "VI_1": (51, 100, 2), "VI_2": (52, 100, 2), "VI_3": (53, 90, 2), "VI_4": (54, 90, 2)}
+    assert config.instance("VI_2").advert_interval == 3.0
+    assert vips(config.instance("VI_3")) == ["192.168.200.19/27"]
+
+    def weights(name):
+        return [(s, config.script(s).weight) for s in config.instance(name).track_script]
+
+    # G1 has no sync_group_tracking_weight: keepalived zeroes the weights of its members' scripts.
+    assert weights("VI_1") == [("chk_sshd_w0", 0)]
+    # G2 keeps weights; the per-instance overrides survive as copies of the script.
+    assert weights("VI_3") == [("chk_sshd", -4), ("chk_http_port", 5)]
+    assert weights("VI_4") == [("chk_http_port_wm30", -30)]
+    assert config.script("chk_http_port_wm30").command == ("/bin/sh", "-c", "</dev/tcp/127.0.0.1/80")
+    assert "# not carried: notify_master /usr/local/bin/vrrp.mast arg1 arg2 (line 8)" in text
+
+
+def test_ipv6_owner_nopreempt_and_corners():
+    text, config = converted("keepalived-ipv6.conf")
+    [inst] = config.instances
+    assert (inst.vrid, inst.priority, inst.version, inst.advert_interval, inst.family) == (60, 255, 3, 0.25, "ipv6")
+    assert vips(inst) == ["2001:db8:1::1/64", "2001:db8:1::2/64"]
+    assert inst.preempt and inst.track_interface == ()  # own interface is always tracked
+    assert [str(p) for p in inst.unicast_peers] == ["2001:db8:1::b"]
+    for lost in ("# not carried: nopreempt: an address owner (priority 255) always takes over",
+                 "# not carried: 192.0.2.60/24 (line 14): an IPv4 address in an IPv6 instance",
+                 "# not carried: virtual_ipaddress_excluded { ... } (line 16)",
+                 "# not carried: @node_a preempt_delay 10 (line 23): conditional configuration",
+                 "# not carried: use_vmac vrrp.60 (line 24)", "# not carried: $IF=eth0 (line 2)",
+                 "# not carried: eth0 (line 22): vrrpd always tracks the instance's own interface"):
+        assert lost in text
+
+
+def test_quotes_comments_and_braces_on_one_line():
+    text = convert(
+        'vrrp_script chk_one { script "/bin/sh -c \'exit 0\'"\n interval 3 }\n'
+        "vrrp_instance VI_1 { interface eth0 ! a comment\n"
+        "  virtual_router_id 9 # another\n"
+        '  virtual_ipaddress { 198.51.100.9/24 }\n'
+        '  track_script { "chk_one" weight -7 }\n'
+        "  notify_master \"/usr/bin/logger -t vrrp 'became master'\"\n"
+        "}\n", "k.conf")
+    config = parse(text)
+    inst = config.instance("VI_1")
+    assert (inst.vrid, vips(inst)) == (9, ["198.51.100.9/24"])
+    assert inst.notify_master == "/usr/bin/logger -t vrrp 'became master'"
+    [script] = config.scripts
+    assert inst.track_script == ("chk_one",) and script.weight == -7 and script.interval == 3.0
+    assert script.command == ("/bin/sh", "-c", "exit 0")
+
+
+def test_zero_values_are_carried_and_duplicate_names_do_not_mix():
+    text = convert("vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 1\n garp_master_repeat 0\n"
+                   " preempt_delay 0\n virtual_ipaddress { 192.0.2.1 }\n track_interface { eth1 weight 0 }\n}\n"
+                   "vrrp_instance VI_1 {\n interface eth1\n virtual_router_id 2\n virtual_ipaddress { 192.0.2.2 }\n"
+                   " track_script { nope }\n}\n", "k.conf")
+    [inst] = parse(text).instances
+    assert (inst.vrid, inst.garp_repeat, inst.preempt_delay) == (1, 0, 0.0)
+    assert inst.track_interface == (TrackInterface("eth1", 0),) and inst.track_script == ()
+    assert "# not carried: vrrp_instance VI_1 { ... } (line 9): a vrrp_instance of that name comes earlier" in text
+
+
+def test_the_converted_file_is_commented_toml():
+    text, _ = converted("keepalived-dual-master.conf")
+    assert text.startswith("# vrrpd configuration converted from keepalived-dual-master.conf")
+    assert tomllib.loads(text)["instance"][0]["name"] == "VI_A"
+
+
+def test_an_instance_vrrpd_cannot_run_is_commented_out_with_the_reason():
+    text = convert("vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress { 192.0.2.1 }\n}\n"
+                   "vrrp_instance VI_2 {\n interface eth0\n priority 300\n virtual_ipaddress { 192.0.2.2 }\n}\n"
+                   "vrrp_instance VI_3 {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress { 192.0.2.3 }\n}\n",
+                   "k.conf")
+    config = parse(text)
+    assert [i.name for i in config.instances] == ["VI_1"]
+    assert "# not carried: vrrp_instance VI_2 (line 6): no usable virtual_router_id" in text
+    assert "# not carried: priority 300 (line 8)" in text
+    assert ('# not carried: instance VI_3: vrrpd check: VRID 1 on eth0 (ipv4) is already used by instance "VI_1"'
+            in text)
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("vrrp_instance VI_1 {\n  interface eth0\n", 1, "block opened here is never closed with '}'"),
+    ("vrrp_instance VI_1 {\n}\n}\n", 3, "'}' closes no block"),
+    ('vrrp_script x {\n  script "/bin/true\n}\n', 2, 'unterminated " quote'),
+    ("{\n}\n", 1, "'{' does not follow a keyword"),
+])
+def test_syntax_errors_name_file_and_line(text, line, message):
+    with pytest.raises(KeepalivedParseError) as info:
+        convert(text, "k.conf")
+    assert (info.value.file, info.value.line, info.value.message) == ("k.conf", line, message)
+    assert str(info.value) == f"k.conf:{line}: {message}"
+
+
+def test_cli_prints_the_toml_and_exits_2_on_a_parse_error(tmp_path, capsys):
+    assert main(["import-keepalived", str(DATA / "keepalived-sync-v2.conf")]) == 0
+    parse(capsys.readouterr().out)
+    broken = tmp_path / "broken.conf"
+    broken.write_text("vrrp_instance VI_1 {\n")
+    assert main(["import-keepalived", str(broken)]) == 2
+    assert capsys.readouterr().err.strip() == f"{broken}:1: block opened here is never closed with '}}'"
+
+
+def test_keepalived_documentation_samples_convert_to_valid_vrrpd_configs():
+    require(None if KEEPALIVED_SAMPLES.is_dir() else "keepalived's samples are not installed (Debian package keepalived)")
+    samples = [p for p in sorted(KEEPALIVED_SAMPLES.glob("keepalived.conf*")) if "vrrp_instance" in p.read_text()]
+    assert samples
+    for sample in samples:
+        config = parse(convert(sample.read_text(), sample.name), sample.name)
+        assert config.instances, sample
+    text, config = convert((KEEPALIVED_SAMPLES / "keepalived.conf.vrrp").read_text(), "vrrp"), None
+    config = parse(text)
+    assert {i.name: (i.vrid, i.priority) for i in config.instances} == {
+        "VI_1": (51, 100), "VI_2": (50, 50), "VI_3": (52, 100), "VI_4": (53, 50)}
+    assert vips(config.instance("VI_1")) == ["192.168.200.16/32", "192.168.200.17/32", "192.168.200.18/32"]
+
+
+# ---- whatever keepalived.conf comes in, the output parses ----------------------------------------
+
+WORDS = st.sampled_from([
+    "eth0", "eth1", "1", "51", "0", "256", "-3", "0.5", "2", "3", "255", "x y", "weight", "-20", "reverse",
+    "192.0.2.9/24", "192.0.2.9", "2001:db8::9", "198.51.100.1", "dev", "label", "chk_a", "chk_b", "VI_1", "VI_2",
+    "/bin/true", "'unclosed", "", "min_ttl",
+])
+KEYWORDS = st.sampled_from([
+    "state", "interface", "virtual_router_id", "priority", "advert_int", "version", "nopreempt", "preempt_delay",
+    "unicast_src_ip", "mcast_src_ip", "garp_master_repeat", "garp_master_refresh", "notify", "notify_master",
+    "notify_stop", "smtp_alert", "use_vmac", "@node_a", "authentication",
+])
+BLOCKS = st.sampled_from(["virtual_ipaddress", "unicast_peer", "track_interface", "track_script", "authentication"])
+
+
+def _quoted(word: str) -> str:
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@st.composite
+def keepalived_confs(draw) -> str:
+    weight = draw(st.one_of(st.integers(-260, 260).map(str), WORDS))
+    lines = ["vrrp_script chk_a {", '  script "/bin/true"', f"  weight {_quoted(weight)}",
+             f"  interval {_quoted(draw(WORDS))}", "}"]
+    if draw(st.booleans()):
+        lines += ["vrrp_script chk_b {", f"  script {_quoted(draw(WORDS))}", f"  rise {_quoted(draw(WORDS))}", "}"]
+    for n in range(draw(st.integers(1, 3))):
+        lines.append(f"vrrp_instance VI_{n} {{")
+        for _ in range(draw(st.integers(0, 8))):
+            if draw(st.booleans()):
+                words = " ".join(_quoted(w) for w in draw(st.lists(WORDS, max_size=2)))
+                lines.append(f"  {draw(KEYWORDS)} {words}")
+            else:
+                items = draw(st.lists(st.lists(WORDS, min_size=1, max_size=3), max_size=3))
+                lines.append(f"  {draw(BLOCKS)} {{")
+                lines += ["    " + " ".join(_quoted(w) for w in item) for item in items]
+                lines.append("  }")
+        lines.append("}")
+    # One instance that is certainly valid, so that the output must be a config vrrpd runs.
+    lines += ["vrrp_instance SANE {", " interface eth9", " virtual_router_id 200",
+              " virtual_ipaddress { 203.0.113.1/24 }", "}"]
+    if draw(st.booleans()):
+        members = " ".join(_quoted(w) for w in draw(st.lists(WORDS, max_size=3)))
+        lines += ["vrrp_sync_group G {", "  group {", f"    {members}", "  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keepalived_confs())
+def test_any_keepalived_conf_converts_to_a_config_that_parses(text):
+    output = convert(text, "fuzz.conf")
+    try:
+        config = parse(output, "out.toml")
+    except ConfigError as exc:  # pragma: no cover - the failure message is the point
+        pytest.fail(f"{exc}\n--- input\n{text}\n--- output\n{output}")
+    assert config.instance("SANE").vrid == 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("{}\"'#!\n ab1")), max_size=60))
+def test_random_text_converts_or_raises_a_parse_error(text):
+    try:
+        convert(text, "fuzz.conf")
+    except KeepalivedParseError:
+        pass
+
+
+@given(st.text(max_size=30))
+def test_toml_strings_round_trip(value):
+    assert tomllib.loads(f"x = {toml_value(value)}")["x"] == value

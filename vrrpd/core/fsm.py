@@ -1,0 +1,432 @@
+"""The virtual-router state machine of RFC 5798 section 6.4: events and `now` in, effects and a deadline out.
+
+No sockets, no clock, no asyncio: the runtime feeds `loop.time()` (seconds) into every call and carries
+the returned effects out. Intervals are kept in centiseconds as the RFC states them; deadlines are in the
+caller's clock (seconds).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from vrrpd.core.packet import Advert
+
+Address = IPv4Address | IPv6Address
+
+
+class State(str, enum.Enum):
+    INIT = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+    FAULT = "FAULT"
+    STOP = "STOP"
+
+
+OWNER_PRIORITY = 255
+# A master that hears a lower-priority master re-announces its addresses this long after the first such
+# advert: adverts that arrive together (a backlog after a freeze, a split brain healing) cause one burst,
+# and it goes out after whatever the other node announced while it believed itself master.
+REANNOUNCE_DELAY = 0.05
+
+
+class ProtocolMisuse(RuntimeError):
+    """Our own code drove the state machine wrongly (as h11's LocalProtocolError): a bug, never peer input."""
+
+
+# ---- events (inputs) ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Startup:
+    """Leave INIT (RFC 5798 6.4.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Leave for good: a master sends priority 0 and releases its addresses."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertReceived:
+    """A validated advertisement for this router from `src` (the sender's primary address)."""
+
+    advert: Advert
+    src: Address
+
+
+@dataclass(frozen=True, slots=True)
+class FaultChanged:
+    """The interface or a weight-0 tracked object went down (`active`) or came back."""
+
+    active: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityChanged:
+    """Tracking moved the effective priority (already clamped by the caller)."""
+
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTo:
+    """A sync group asks this router to follow a sibling into `state` (keepalived vrrp_sync_group)."""
+
+    state: State
+    reason: str
+
+
+Event = Startup | Shutdown | AdvertReceived | FaultChanged | PriorityChanged | SyncTo
+
+
+# ---- effects (outputs) --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendAdvert:
+    """Send one advertisement with this priority (0 on resignation)."""
+
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddresses:
+    """Install the virtual addresses on the interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAddresses:
+    """Remove the virtual addresses from the interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Send `count` gratuitous ARPs / unsolicited neighbour advertisements for every virtual address."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The router moved `old -> new`; the runtime logs, counts and notifies."""
+
+    old: State
+    new: State
+    reason: str
+
+
+Effect = SendAdvert | AddAddresses | RemoveAddresses | Announce | StateChanged
+
+
+# ---- parameters ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RouterParams:
+    """What the state machine needs from the configuration and the interface."""
+
+    vrid: int
+    priority: int  # configured priority, 1..255
+    advert_interval_cs: int  # Advertisement_Interval
+    primary_address: Address  # our source address: the tie-breaker of RFC 5798 6.4.3
+    version: int = 3
+    preempt: bool = True
+    preempt_delay_cs: int = 0
+    garp_repeat: int = 5
+    garp_refresh_cs: int = 0
+
+    @property
+    def owner(self) -> bool:
+        return self.priority == OWNER_PRIORITY
+
+
+def skew_time_cs(priority: int, master_adver_interval_cs: int, version: int = 3) -> int:
+    """RFC 5798 6.1: ((256 - Priority) * Master_Adver_Interval) / 256; RFC 3768 (v2): (256 - Priority) / 256 s."""
+    if version == 2:
+        return ((256 - priority) * 100) // 256
+    return ((256 - priority) * master_adver_interval_cs) // 256
+
+
+def master_down_interval_cs(priority: int, master_adver_interval_cs: int, version: int = 3) -> int:
+    """RFC 5798 6.1: (3 * Master_Adver_Interval) + Skew_Time."""
+    return 3 * master_adver_interval_cs + skew_time_cs(priority, master_adver_interval_cs, version)
+
+
+def _cs(value_cs: int) -> float:
+    return value_cs / 100.0
+
+
+@dataclass(slots=True)
+class _Timers:
+    adver: float | None = None  # Adver_Timer (MASTER)
+    master_down: float | None = None  # Master_Down_Timer (BACKUP)
+    garp_refresh: float | None = None  # periodic re-announcement (MASTER, garp_refresh > 0)
+    preempt_until: float | None = None  # BACKUP: lower-priority masters are tolerated until then
+    reannounce: float | None = None  # MASTER: a lower-priority master was heard; announce again then
+
+    def clear(self) -> None:
+        self.adver = self.master_down = self.garp_refresh = self.preempt_until = self.reannounce = None
+
+
+@dataclass
+class VirtualRouter:
+    """One VRRP virtual router (one instance): the RFC 5798 6.4 machine plus FAULT and STOP."""
+
+    params: RouterParams
+    state: State = State.INIT
+    effective_priority: int = 0
+    master_adver_interval_cs: int = 0
+    master_address: Address | None = None
+    fault_reasons: set[str] = field(default_factory=set)
+    _timers: _Timers = field(default_factory=_Timers)
+
+    def __post_init__(self) -> None:
+        if not self.effective_priority:
+            self.effective_priority = self.params.priority
+        self.master_adver_interval_cs = self.params.advert_interval_cs
+
+    # -- derived values ------------------------------------------------------------------------------
+
+    @property
+    def skew_time_cs(self) -> int:
+        return skew_time_cs(self.effective_priority, self.master_adver_interval_cs, self.params.version)
+
+    @property
+    def master_down_interval_cs(self) -> int:
+        return master_down_interval_cs(self.effective_priority, self.master_adver_interval_cs, self.params.version)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `handle_timer` has work to do, or None."""
+        t = self._timers
+        pending = [d for d in (t.adver, t.master_down, t.garp_refresh, t.reannounce) if d is not None]
+        return min(pending) if pending else None
+
+    # -- entry points --------------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        if self.state is State.STOP:
+            return []
+        match event:
+            case Startup():
+                return self._startup(now)
+            case Shutdown():
+                return self._shutdown()
+            case AdvertReceived(advert=advert, src=src):
+                return self._advert(advert, src, now)
+            case FaultChanged(active=active, reason=reason):
+                return self._fault(active, reason, now)
+            case PriorityChanged(priority=priority):
+                return self._priority(priority, now)
+            case SyncTo(state=target, reason=reason):
+                return self._sync(target, reason, now)
+        raise ProtocolMisuse(f"unknown event {event!r}")
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        t = self._timers
+        effects: list[Effect] = []
+        if self.state is State.BACKUP and t.master_down is not None and now >= t.master_down:
+            effects += self._become_master(now, "master_down")
+        if self.state is State.MASTER and t.adver is not None and now >= t.adver:
+            t.adver = now + _cs(self.params.advert_interval_cs)
+            effects.append(SendAdvert(self.effective_priority))
+        if self.state is State.MASTER and t.garp_refresh is not None and now >= t.garp_refresh:
+            t.garp_refresh = now + _cs(self.params.garp_refresh_cs)
+            effects.append(Announce(1))
+        if self.state is State.MASTER and t.reannounce is not None and now >= t.reannounce:
+            t.reannounce = None
+            effects.append(Announce(self.params.garp_repeat or 1))
+        return effects
+
+    # -- transitions ---------------------------------------------------------------------------------
+
+    def _change_state(self, new: State, reason: str) -> list[Effect]:
+        """The one funnel every transition passes through."""
+        old, self.state = self.state, new
+        return [StateChanged(old, new, reason)]
+
+    def _become_master(self, now: float, reason: str) -> list[Effect]:
+        """RFC 5798 6.4.1 / 6.4.2: advertise, take the addresses, announce them."""
+        t = self._timers
+        t.clear()
+        t.adver = now + _cs(self.params.advert_interval_cs)
+        if self.params.garp_refresh_cs > 0:
+            t.garp_refresh = now + _cs(self.params.garp_refresh_cs)
+        self.master_adver_interval_cs = self.params.advert_interval_cs
+        self.master_address = self.params.primary_address
+        effects: list[Effect] = [SendAdvert(self.effective_priority), AddAddresses()]
+        if self.params.garp_repeat > 0:
+            effects.append(Announce(self.params.garp_repeat))
+        return effects + self._change_state(State.MASTER, reason)
+
+    def _become_backup(
+        self, now: float, reason: str, master: Address | None = None, master_adver_interval_cs: int = 0
+    ) -> list[Effect]:
+        """RFC 5798 6.4.1 / 6.4.3: wait Master_Down_Interval for a master to be heard."""
+        was_master = self.state is State.MASTER
+        t = self._timers
+        t.clear()
+        self.master_address = master
+        learned = self.params.version == 3 and master_adver_interval_cs > 0
+        self.master_adver_interval_cs = master_adver_interval_cs if learned else self.params.advert_interval_cs
+        t.master_down = now + _cs(self.master_down_interval_cs)
+        effects: list[Effect] = [RemoveAddresses()] if was_master else []
+        return effects + self._change_state(State.BACKUP, reason)
+
+    def _leave(self, new: State, reason: str) -> list[Effect]:
+        """To FAULT or STOP: a master resigns with priority 0 (RFC 5798 6.4.3) and releases the addresses."""
+        effects: list[Effect] = []
+        if self.state is State.MASTER:
+            effects = [SendAdvert(0), RemoveAddresses()]
+        self._timers.clear()
+        self.master_address = None
+        return effects + self._change_state(new, reason)
+
+    def _startup(self, now: float) -> list[Effect]:
+        if self.state is not State.INIT:
+            raise ProtocolMisuse(f"startup in {self.state.value}")
+        if self.fault_reasons:
+            return self._change_state(State.FAULT, sorted(self.fault_reasons)[0])
+        if self.params.owner:
+            return self._become_master(now, "address_owner")
+        effects = self._become_backup(now, "startup")
+        self._timers.preempt_until = self._preempt_window(now)
+        return effects
+
+    def _shutdown(self) -> list[Effect]:
+        return self._leave(State.STOP, "shutdown")
+
+    def _preempt_window(self, now: float) -> float | None:
+        return now + _cs(self.params.preempt_delay_cs) if self.params.preempt_delay_cs > 0 else None
+
+    def _advert(self, advert: Advert, src: Address, now: float) -> list[Effect]:
+        if self.state is State.BACKUP:
+            return self._advert_in_backup(advert, src, now)
+        if self.state is State.MASTER:
+            return self._advert_in_master(advert, src, now)
+        return []  # INIT and FAULT ignore adverts (RFC 5798 6.4.1)
+
+    def _outranks_us(self, priority: int, src: Address) -> bool:
+        """RFC 5798 6.4.3: a higher priority wins; on a tie, the higher primary address (unsigned, network order)."""
+        if priority != self.effective_priority:
+            return priority > self.effective_priority
+        return int(src) > int(self.params.primary_address)
+
+    def _advert_in_backup(self, advert: Advert, src: Address, now: float) -> list[Effect]:
+        t = self._timers
+        if advert.priority == 0:
+            # RFC 5798 6.4.2: the master resigned; take over after Skew_Time.
+            t.master_down = now + _cs(self.skew_time_cs)
+            return []
+        tolerated = not self.params.preempt or self._outranks_us(advert.priority, src)
+        if not tolerated and t.preempt_until is not None:
+            # preempt_delay: a lower-priority master is left alone until the window closes.
+            tolerated = now < t.preempt_until
+        if not tolerated:
+            return []  # let Master_Down_Timer expire: we preempt (RFC 5798 6.4.2)
+        if self.params.version == 3:
+            self.master_adver_interval_cs = advert.adver_int_cs
+        self.master_address = src
+        t.master_down = now + _cs(self.master_down_interval_cs)
+        return []
+
+    def _advert_in_master(self, advert: Advert, src: Address, now: float) -> list[Effect]:
+        t = self._timers
+        if advert.priority == 0:
+            # RFC 5798 6.4.3: another master resigned; re-assert at once.
+            t.adver = now + _cs(self.params.advert_interval_cs)
+            return [SendAdvert(self.effective_priority)]
+        if self._outranks_us(advert.priority, src) and not self.params.owner:
+            # Yielding, we send one last advert at our priority: the winner, hearing a lower-priority
+            # master, re-announces the addresses. Without it a split brain that heals with the winner's
+            # advert arriving first leaves hosts pointing at us (our gratuitous ARPs were the last they
+            # heard) until their ARP entries expire, tens of seconds (found by the chaos run).
+            return [SendAdvert(self.effective_priority)] + self._become_backup(
+                now, "higher_priority_master", src, advert.adver_int_cs)
+        # RFC 9568 6.4.3: a lower-priority master exists: re-advertise at once so it yields, and
+        # re-announce, since switches and hosts may still point at the other node (keepalived issue 166):
+        # once, shortly, for however many such adverts arrive meanwhile.
+        t.adver = now + _cs(self.params.advert_interval_cs)
+        if t.reannounce is None:
+            t.reannounce = now + REANNOUNCE_DELAY
+        return [SendAdvert(self.effective_priority)]
+
+    def _fault(self, active: bool, reason: str, now: float) -> list[Effect]:
+        if active:
+            self.fault_reasons.add(reason)
+            if self.state in (State.INIT, State.FAULT):
+                return []
+            return self._leave(State.FAULT, reason)
+        self.fault_reasons.discard(reason)
+        if self.state is not State.FAULT or self.fault_reasons:
+            return []
+        if self.params.owner:
+            return self._become_master(now, f"{reason}_recovered")
+        effects = self._become_backup(now, f"{reason}_recovered")
+        self._timers.preempt_until = self._preempt_window(now)
+        return effects
+
+    def _priority(self, priority: int, now: float) -> list[Effect]:
+        if self.params.owner or priority == self.effective_priority:
+            return []
+        if not 1 <= priority <= 254:
+            raise ProtocolMisuse(f"effective priority {priority} outside 1..254")
+        self.effective_priority = priority
+        if self.state is State.MASTER:
+            # Tell the backups now: a lowered master is preempted without waiting an interval.
+            self._timers.adver = now + _cs(self.params.advert_interval_cs)
+            return [SendAdvert(priority)]
+        return []
+
+    def _sync(self, target: State, reason: str, now: float) -> list[Effect]:
+        if target is self.state or self.state in (State.INIT, State.STOP):
+            return []
+        if target is State.MASTER:
+            if self.state is State.FAULT:
+                return []
+            return self._become_master(now, reason)
+        if target is State.BACKUP:
+            if self.state is State.FAULT:
+                return []
+            return self._become_backup(now, reason, master=None)
+        if target is State.FAULT:
+            return self._leave(State.FAULT, reason)
+        raise ProtocolMisuse(f"sync to {target.value}")
+
+    def with_params(self, params: RouterParams) -> None:
+        """Hot reload of an unchanged (interface, vrid, family): keep state, adopt the new settings."""
+        if params.vrid != self.params.vrid:
+            raise ProtocolMisuse("reload cannot change the VRID of a router")
+        self.params = params
+        if self.params.owner:
+            self.effective_priority = OWNER_PRIORITY
+        elif self.effective_priority == OWNER_PRIORITY:
+            self.effective_priority = params.priority
+
+
+__all__ = [
+    "Address",
+    "AddAddresses",
+    "Announce",
+    "AdvertReceived",
+    "Effect",
+    "Event",
+    "FaultChanged",
+    "OWNER_PRIORITY",
+    "PriorityChanged",
+    "REANNOUNCE_DELAY",
+    "ProtocolMisuse",
+    "RemoveAddresses",
+    "RouterParams",
+    "SendAdvert",
+    "Shutdown",
+    "Startup",
+    "State",
+    "StateChanged",
+    "SyncTo",
+    "VirtualRouter",
+    "master_down_interval_cs",
+    "skew_time_cs",
+]

@@ -1,0 +1,1 @@
+"""The edges: one module per kind of file descriptor or side effect, driven by `vrrpd.runtime`."""

@@ -1,0 +1,197 @@
+"""Raw IP protocol 112 sockets: send and receive VRRP advertisements on one interface and address family.
+
+One `AdvertSocket` per (interface, family). It is bound to its interface (SO_BINDTODEVICE), joins the
+VRRP group (224.0.0.18 / ff02::12) on that interface only, and sends with TTL / hop limit 255 (RFC 5798
+5.1.1.3 / 5.1.2.3) from exactly the source address the caller gives, because the checksum covers it.
+Receiving hands back each message with the source, destination, TTL / hop limit and ingress interface the
+RFC 5798 7.1 checks need; the checks themselves are `vrrpd.packet.decode`'s job.
+
+An IPv4 socket hears only the groups it joined itself (IP_MULTICAST_ALL off). Linux has no such filter for
+IPv6 raw sockets that are not bound to an address: they hear every protocol-112 multicast their interface
+accepts, which `vrrpd.packet.decode` and the VRID lookup sort out.
+
+The kernel never computes or verifies the IPv6 checksum here (IPV6_CHECKSUM off): `vrrpd.packet` does, so
+that a bad checksum is counted instead of silently dropped.
+
+An IPv4 packet whose IP header cannot be parsed (the kernel validates headers first, so this should never
+happen) is skipped and counted in `AdvertSocket.malformed`; there is no instance to blame it on.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from vrrpd.core.packet import MCAST_V4, MCAST_V6, REQUIRED_TTL, VRRP_PROTO, Drop, parse_ipv4
+
+Address = IPv4Address | IPv6Address
+
+# Linux constants the socket module does not export on every Python build (linux/in.h, linux/in6.h).
+IP_PKTINFO = 8
+IP_MULTICAST_ALL = 49
+IPV6_CHECKSUM_OFF = -1
+
+MAX_REMEMBERED = 1024  # remembered (dst, src) pairs; a daemon uses a handful, so this only bounds odd callers
+RECV_BUFSIZE = 65535  # an IPv6 VRRP message is at most 8 + 255 * 16 bytes; never truncate anything
+_CMSG_SPACE = socket.CMSG_SPACE(32) * 3
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)  # a plain int: IntFlag arithmetic per packet is slow
+_IN_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst (source on send), ipi_addr (dst on recv)
+_IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One received VRRP message (the bytes after the IP header) and the IP facts RFC 5798 7.1 checks."""
+
+    payload: bytes
+    src: Address
+    dst: Address
+    ttl: int  # IPv4 TTL or IPv6 hop limit as received
+    ifindex: int  # interface the packet arrived on
+
+
+class AdvertSocket:
+    """A raw VRRP socket bound to one interface and one family ("ipv4" | "ipv6"); non-blocking."""
+
+    def __init__(self, ifname: str, family: str, *, join_multicast: bool = True):
+        if family not in ("ipv4", "ipv6"):
+            raise ValueError(f"family must be 'ipv4' or 'ipv6', not {family!r}")
+        self.ifname = ifname
+        self.family = family
+        self.ifindex = socket.if_nametoindex(ifname)
+        self.malformed = 0  # IPv4 packets skipped because their IP header did not parse
+        self._sent_to: dict[tuple[int, int], tuple] = {}  # (id(dst), id(src)) -> (dst, src, sendmsg arguments)
+        af = socket.AF_INET if family == "ipv4" else socket.AF_INET6
+        self._sock = socket.socket(af, socket.SOCK_RAW, VRRP_PROTO)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            if family == "ipv4":
+                self._setup_ipv4(join_multicast)
+            else:
+                self._setup_ipv6(join_multicast)
+            self._sock.setblocking(False)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def _setup_ipv4(self, join_multicast: bool) -> None:
+        sock, mreqn = self._sock, struct.pack("=4s4si", MCAST_V4.packed, bytes(4), self.ifindex)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        # Only the groups this socket joined, not every group some other socket on the host joined.
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        if join_multicast:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+
+    def _setup_ipv6(self, join_multicast: bool) -> None:
+        sock = self._sock
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, IPV6_CHECKSUM_OFF)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        if join_multicast:
+            mreq = struct.pack("=16sI", MCAST_V6.packed, self.ifindex)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    # ---- sending ----------------------------------------------------------------------------------
+
+    def send(self, payload: bytes, dst: Address, src: Address) -> None:
+        """Send one VRRP message to `dst` from exactly `src`; any failure (EAGAIN, ENETDOWN...) is OSError."""
+        # sendmsg's arguments are built once per (dst, src) pair: a master re-sends the same pair every advert
+        # interval, and building them (address parsing, struct packing) cost more than the sendmsg call.
+        # Keyed by identity, because hashing an ipaddress object formats it as hex; the entry holds both
+        # objects, so their ids cannot be reused while it exists, and a different but equal object just
+        # builds one more entry.
+        entry = self._sent_to.get((id(dst), id(src)))
+        if entry is None or entry[0] is not dst or entry[1] is not src:
+            entry = self._remember(dst, src)
+        sent = self._sock.sendmsg((payload,), *entry[2])
+        if sent != len(payload):
+            raise OSError(errno.EMSGSIZE, f"sent {sent} of {len(payload)} bytes")
+
+    def _remember(self, dst: Address, src: Address) -> tuple:
+        """(dst, src, sendmsg's ancillary data, flags and address), remembered for the next send."""
+        if self.family == "ipv4":
+            info = _IN_PKTINFO.pack(self.ifindex, IPv4Address(src).packed, bytes(4))
+            args = ([(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, (str(dst), 0))
+        else:
+            info = _IN6_PKTINFO.pack(IPv6Address(src).packed, self.ifindex)
+            args = ([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (str(dst), 0, 0, self.ifindex))
+        if len(self._sent_to) >= MAX_REMEMBERED:
+            self._sent_to.clear()
+        entry = self._sent_to[(id(dst), id(src))] = (dst, src, args)
+        return entry
+
+    # ---- receiving --------------------------------------------------------------------------------
+
+    def recv_all(self, max_packets: int = 64) -> list[Received]:
+        """Every message waiting (up to `max_packets`), without blocking.
+
+        A receive error after some messages were read returns those; the next call raises it.
+        """
+        out: list[Received] = []
+        while len(out) < max_packets:
+            try:
+                data, ancillary, flags, address = self._sock.recvmsg(RECV_BUFSIZE, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                if out:
+                    break
+                raise
+            if flags & _TRUNCATED:
+                self.malformed += 1
+                continue
+            received = self._ipv4(data, ancillary) if self.family == "ipv4" else self._ipv6(data, ancillary, address)
+            if received is None:
+                self.malformed += 1
+            else:
+                out.append(received)
+        return out
+
+    def _ipv4(self, data: bytes, ancillary) -> Received | None:
+        parsed = parse_ipv4(data)
+        if isinstance(parsed, Drop):
+            return None
+        src, dst, ttl, payload = parsed
+        ifindex = self.ifindex
+        for level, kind, value in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
+                ifindex = _IN_PKTINFO.unpack_from(value)[0]
+        return Received(payload, src, dst, ttl, ifindex)
+
+    def _ipv6(self, data: bytes, ancillary, address) -> Received | None:
+        hop_limit, dst, ifindex = -1, None, self.ifindex
+        for level, kind, value in ancillary:
+            if level != socket.IPPROTO_IPV6:
+                continue
+            if kind == socket.IPV6_HOPLIMIT and len(value) >= 4:
+                hop_limit = struct.unpack_from("=i", value)[0]
+            elif kind == socket.IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
+                packed, ifindex = _IN6_PKTINFO.unpack_from(value)
+                dst = IPv6Address(packed)
+        if dst is None or hop_limit < 0:
+            return None  # both were asked for; without them the RFC 5798 7.1 checks cannot be made
+        src = ip_address(address[0].split("%", 1)[0])  # link-local sources carry "%eth0"
+        return Received(bytes(data), src, dst, hop_limit, ifindex)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> AdvertSocket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""What operators run beside the daemon: the command line, the status table, the keepalived importer."""

@@ -1,0 +1,596 @@
+"""`vrrpd import-keepalived`: a keepalived.conf's VRRP blocks as vrrpd TOML, every lost setting a comment.
+
+Converts vrrp_instance, vrrp_script and vrrp_sync_group blocks and global_defs' router_id / vrrp_version.
+Whatever has no vrrpd equivalent becomes a `# not carried: ...` comment with its line. The result is checked
+with `vrrpd.config.parse`; anything it still refuses is commented out with vrrpd's reason, so the output
+always parses (unless no instance survives, which `vrrpd check` then says).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+
+from daemonkit.tomlwrite import toml_value
+from vrrpd import __version__, config
+
+_NOTIFY = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
+_SHELL_SYNTAX = re.compile(r"[<>|&;$`*?()]")  # a script that needs /bin/sh to mean what keepalived ran
+_INSTANCE_ORDER = (
+    "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
+    "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
+    "track_script", *_NOTIFY,
+)  # fmt: skip
+# Keys whose loss makes a whole table unusable (the safety net then comments the table out).
+_REQUIRED = {"instance": ("name", "interface", "vrid", "virtual_ipaddress"), "script": ("name", "command"),
+             "sync_group": ("name", "instances"), "global": ()}
+
+
+class KeepalivedParseError(Exception):
+    """keepalived.conf syntax this converter cannot read (unbalanced braces or quotes)."""
+
+    def __init__(self, file: str, line: int | None, message: str):
+        self.file, self.line, self.message = file, line, message
+        super().__init__(f"{file}:{line}: {message}" if line is not None else f"{file}: {message}")
+
+
+# ---- reading keepalived's syntax ----------------------------------------------------------------------
+
+@dataclass
+class _Stmt:
+    """One keepalived statement: its words (quotes removed) on one line, and the block it opens, if any."""
+
+    words: list[str]
+    line: int
+    text: str  # as written, for comments
+    block: list[_Stmt] | None = None
+
+    @property
+    def keyword(self) -> str:
+        return self.words[0] if self.words else ""
+
+    def brief(self) -> str:
+        more = " { ... }" if self.block is not None else ""
+        return f"{self.text}{more} (line {self.line})"
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "E": "\x1b"}
+
+
+def _split_line(raw: str, lineno: int, path: str) -> list[tuple[str, str]]:
+    """Tokens of one line as (value, kind): kind "w" word, "{" or "}". `#`/`!` at a token start comments."""
+    tokens: list[tuple[str, str]] = []
+    i, n = 0, len(raw)
+    while i < n:
+        ch = raw[i]
+        if ch.isspace():
+            i += 1
+        elif ch in "#!":
+            break
+        elif ch in "{}":
+            tokens.append((ch, ch))
+            i += 1
+        else:
+            word, i = _word(raw, i, lineno, path)
+            tokens.append((word, "w"))
+    return tokens
+
+
+def _word(raw: str, i: int, lineno: int, path: str) -> tuple[str, int]:
+    out, quote = [], None
+    while i < len(raw):
+        ch = raw[i]
+        if quote:
+            if ch == "\\" and i + 1 < len(raw):
+                out.append(_ESCAPES.get(raw[i + 1], raw[i + 1]))
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+            else:
+                out.append(ch)
+        elif ch in "\"'":
+            quote = ch
+        elif ch.isspace() or ch in "{}":
+            break
+        else:
+            out.append(ch)
+        i += 1
+    if quote:
+        raise KeepalivedParseError(path, lineno, f"unterminated {quote} quote")
+    return "".join(out), i
+
+
+def parse_keepalived(text: str, path: str) -> list[_Stmt]:
+    """The statement tree of a keepalived.conf; raises KeepalivedParseError on unbalanced braces."""
+    root: list[_Stmt] = []
+    stack: list[tuple[list[_Stmt], int]] = [(root, 0)]
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        words: list[str] = []
+        for value, kind in _split_line(raw, lineno, path):
+            if kind == "w":
+                words.append(value)
+                continue
+            body = stack[-1][0]
+            if words:
+                body.append(_Stmt(words, lineno, " ".join(words)))
+                words = []
+            if kind == "{":
+                # `vrrp_instance VI_1` may have its `{` on the next line; keepalived accepts that too.
+                if not body or body[-1].block is not None:
+                    raise KeepalivedParseError(path, lineno, "'{' does not follow a keyword")
+                body[-1].block = []
+                stack.append((body[-1].block, lineno))
+            elif len(stack) == 1:
+                raise KeepalivedParseError(path, lineno, "'}' closes no block")
+            else:
+                stack.pop()
+        if words:
+            stack[-1][0].append(_Stmt(words, lineno, " ".join(words)))
+    if len(stack) > 1:
+        raise KeepalivedParseError(path, stack[-1][1], "block opened here is never closed with '}'")
+    return root
+
+
+# ---- the vrrpd tables being built ------------------------------------------------------------------
+
+@dataclass
+class _Track:
+    script: str
+    weight: int | None  # per-instance override
+    stmt: _Stmt
+
+
+@dataclass
+class _Table:
+    kind: str  # "global" | "script" | "instance" | "sync_group"
+    name: str | None
+    values: dict = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # key -> comments above it; "" -> at the end
+    disabled: str | None = None  # why the whole table is commented out
+    tracks: list[_Track] = field(default_factory=list)  # an instance's track_script entries, resolved last
+
+    def note(self, text: str, key: str = "") -> None:
+        self.notes.setdefault(key, []).append(text)
+
+    def lost(self, stmt: _Stmt, why: str = "") -> None:
+        if not why and stmt.keyword.startswith("@"):
+            why = "conditional configuration; keep the line meant for this host"
+        self.note(f"not carried: {stmt.brief()}" + (f": {why}" if why else ""))
+
+    def render(self) -> list[str]:
+        order = _INSTANCE_ORDER if self.kind == "instance" else ()
+        keys = [k for k in order if k in self.values or k in self.notes]
+        keys = list(dict.fromkeys([*keys, *self.values, *(k for k in self.notes if k), ""]))
+        lines = ["[global]" if self.kind == "global" else f"[[{self.kind}]]"]
+        for key in keys:
+            lines += [f"# {_one_line(text)}" for text in self.notes.get(key, [])]
+            if key in self.values:
+                lines.append(f"{key} = {toml_value(self.values[key])}")
+        if self.disabled:
+            return [f"# not carried: {_one_line(self.disabled)}"] + [f"# {line}" for line in lines]
+        return lines
+
+
+def _one_line(text: str) -> str:
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def _ranged(word: str | None, low: float, high: float, integer: bool = False) -> int | float | None:
+    """The number `word` spells when it lies in low..high (an int when `integer`), else None."""
+    if word is None:
+        return None
+    try:
+        value = int(word) if integer else float(word)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and low <= value <= high else None
+
+
+# ---- conversion -------------------------------------------------------------------------------------
+
+class _Converter:
+    def __init__(self, path: str):
+        self.path = path
+        self.top_notes: list[str] = []
+        self.global_ = _Table("global", None)
+        self.vrrp_version: int | None = None
+        self.scripts: dict[str, _Table] = {}
+        self.script_reverse: set[str] = set()
+        self.instances: list[_Table] = []
+        self.groups: list[_Table] = []
+        self.grouped_weights: dict[str, bool] = {}  # instance -> keepalived keeps track weights
+
+    def run(self, stmts: list[_Stmt]) -> None:
+        for stmt in stmts:
+            if stmt.keyword == "global_defs" and stmt.block is not None:
+                self._global_defs(stmt)
+        handlers = {"vrrp_script": self._script, "vrrp_instance": self._instance, "vrrp_sync_group": None}
+        for stmt in stmts:
+            if stmt.keyword in handlers and stmt.block is not None and len(stmt.words) == 2:
+                if handlers[stmt.keyword]:
+                    handlers[stmt.keyword](stmt)
+            elif stmt.keyword in ("include", "includer", "includem", "includew", "includeb", "includea"):
+                self.top_notes.append(f"not carried: {stmt.brief()}: convert that file too and merge it here")
+            elif stmt.keyword != "global_defs":
+                self.top_notes.append(f"not carried: {stmt.brief()}" + _why_top(stmt))
+        for stmt in stmts:  # after every instance is known: groups often come first in keepalived.conf
+            if stmt.keyword == "vrrp_sync_group" and stmt.block is not None and len(stmt.words) == 2:
+                self._sync_group(stmt)
+        self._resolve_weights()
+
+    def _global_defs(self, stmt: _Stmt) -> None:
+        for sub in stmt.block:
+            args = sub.words[1:]
+            if sub.keyword == "router_id" and len(args) == 1 and sub.block is None:
+                self.global_.values["router_id"] = args[0]
+            elif sub.keyword == "vrrp_version" and args in (["2"], ["3"]):
+                self.vrrp_version = int(args[0])
+                self.global_.note(f"keepalived: vrrp_version {args[0]} (line {sub.line}): "
+                                  "the default version of each [[instance]] below")
+            else:
+                self.global_.lost(sub)
+
+    def _script(self, stmt: _Stmt) -> None:
+        name = stmt.words[1]
+        if name in self.scripts:
+            self.top_notes.append(f"not carried: {stmt.brief()}: a vrrp_script of that name comes earlier")
+            return
+        t = _Table("script", name, {"name": name})
+        self.scripts[name] = t
+        for sub in stmt.block:
+            args = sub.words[1:]
+            kw = sub.keyword
+            if sub.block is not None or not args:
+                t.lost(sub)
+            elif kw == "script":
+                self._command(t, sub)
+            elif kw in ("interval", "timeout") and len(args) == 1 \
+                    and _ranged(args[0], 0.001, config.MAX_SCRIPT_SECONDS):
+                t.values[kw] = float(args[0])
+            elif kw in ("rise", "fall") and len(args) == 1 and _ranged(args[0], 1, config.MAX_RISE_FALL, True):
+                t.values[kw] = int(args[0])
+            elif kw == "weight" and len(args) <= 2 and _ranged(args[0], config.MIN_WEIGHT, config.MAX_WEIGHT, True) \
+                    is not None:
+                t.values["weight"] = int(args[0])
+                if args[1:] == ["reverse"]:
+                    self.script_reverse.add(name)
+                    t.note(f"not carried: {sub.brief()}: vrrpd has no reverse weights; instances drop this script")
+                elif args[1:]:
+                    t.lost(sub)
+            else:
+                t.lost(sub, "vrrpd runs scripts as its own user" if kw == "user" else "")
+        if "command" not in t.values:
+            t.disabled = f"vrrp_script {name} (line {stmt.line}) has no usable script line"
+
+    def _command(self, t: _Table, sub: _Stmt) -> None:
+        text = sub.words[1]
+        if sub.words[2:]:
+            t.note(f"not carried: user {' '.join(sub.words[2:])} (line {sub.line}): vrrpd runs scripts as its own user")
+        try:
+            argv = shlex.split(text)
+        except ValueError:
+            argv = []
+        if _SHELL_SYNTAX.search(text) or not argv:
+            argv = ["/bin/sh", "-c", text]
+            t.note(f"keepalived: script {text!r} (line {sub.line}) uses shell syntax, so it runs through /bin/sh",
+                   "command")
+        t.values["command"] = argv
+
+    def _instance(self, stmt: _Stmt) -> None:
+        name = stmt.words[1]
+        if any(inst.name == name for inst in self.instances):
+            self.top_notes.append(f"not carried: {stmt.brief()}: a vrrp_instance of that name comes earlier")
+            return
+        t = _Table("instance", name, {"name": name})
+        self.instances.append(t)
+        state = {"line": stmt.line}
+        for sub in stmt.block:
+            _instance_keyword(self, t, sub, state)
+        self._finish_instance(t, state)
+
+    def _finish_instance(self, t: _Table, state: dict) -> None:
+        vips = t.values.get("virtual_ipaddress", [])
+        family = "ipv6" if vips and ":" in vips[0] else "ipv4"
+        version = state.get("version") or self.vrrp_version
+        if version is None and family == "ipv4":
+            version = 2
+            t.note("keepalived's default: vrrp_version 2 (vrrpd's default is 3)", "version")
+        elif version != 3 and family == "ipv6":
+            version = 3
+            t.note("keepalived always runs VRRPv3 for IPv6", "version")
+        t.values["version"] = version
+        interval = state.get("advert_int", 1.0)
+        if version == 2 and interval != int(interval):
+            t.note(f"keepalived: advert_int {interval:g}: VRRPv2 has whole seconds only; rounded", "advert_interval")
+            interval = float(max(1, round(interval)))
+        elif version == 3 and interval != min(40.95, max(0.01, round(interval, 2))):
+            t.note(f"keepalived: advert_int {interval:g}: VRRPv3 has 0.01..40.95 s in 0.01 s steps; rounded",
+                   "advert_interval")
+            interval = min(40.95, max(0.01, round(interval, 2)))
+        if interval != 1.0 or "advert_int" in state:
+            t.values["advert_interval"] = interval
+        if state.get("nopreempt"):
+            if t.values.get("priority") == 255:
+                t.note("not carried: nopreempt: an address owner (priority 255) always takes over", "preempt")
+            else:
+                t.values["preempt"] = False
+        for key, why in (("interface", "no interface (vrrpd needs one)"),
+                         ("vrid", "no usable virtual_router_id"),
+                         ("virtual_ipaddress", "no usable virtual_ipaddress")):
+            if key not in t.values and not t.disabled:
+                t.disabled = f"vrrp_instance {t.name} (line {state['line']}): {why}"
+
+    def _sync_group(self, stmt: _Stmt) -> None:
+        name = stmt.words[1]
+        if any(group.name == name for group in self.groups):
+            self.top_notes.append(f"not carried: {stmt.brief()}: a vrrp_sync_group of that name comes earlier")
+            return
+        t = _Table("sync_group", name, {"name": name})
+        keep_weights = False
+        members: list[str] = []
+        for sub in stmt.block:
+            if sub.keyword == "group" and sub.block is not None:
+                members += [word for member in sub.block for word in member.words]
+            elif sub.keyword == "sync_group_tracking_weight":
+                keep_weights = True  # carried by the weights of the members' track_script entries
+            else:
+                t.lost(sub, "vrrpd sync groups have no settings of their own; set it on each instance"
+                       if sub.keyword.startswith("notify") or sub.keyword.startswith("track_") else "")
+        known = {inst.name for inst in self.instances if not inst.disabled}
+        taken = {m for group in self.groups for m in group.values["instances"]}
+        kept = []
+        for member in dict.fromkeys(members):
+            if member not in known or member in taken:
+                t.note(f"not carried: group member {member} (line {stmt.line}): "
+                       + ("no such vrrp_instance" if member not in known else "already in another sync group"))
+            else:
+                kept.append(member)
+                self.grouped_weights[member] = keep_weights
+        t.values["instances"] = kept
+        if not kept:
+            t.disabled = f"vrrp_sync_group {name} (line {stmt.line}) has no usable members"
+        self.groups.append(t)
+
+    def _resolve_weights(self) -> None:
+        """keepalived weighs scripts per instance; vrrpd per script: split scripts whose users disagree."""
+        wanted: dict[str, dict[int, list[str]]] = {}  # script -> weight -> instances
+        for inst in self.instances:
+            names = []
+            if inst.disabled:  # commented out: show what it tracked, without splitting scripts for it
+                if inst.tracks:
+                    inst.values["track_script"] = [track.script for track in inst.tracks]
+                continue
+            for track in inst.tracks:
+                weight = self._effective_weight(inst, track)
+                if weight is not None:
+                    wanted.setdefault(track.script, {}).setdefault(weight, []).append(inst.name)
+                    names.append((track.script, weight))
+            inst.values.pop("track_script", None)
+            if names:
+                inst.values["track_script"] = names  # (script, weight), named in the loop below
+        copies: dict[tuple[str, int], str] = {}
+        for script, by_weight in wanted.items():
+            base = self.scripts[script]
+            own = base.values.get("weight", 0)
+            keep = own if own in by_weight else Counter({w: len(u) for w, u in by_weight.items()}).most_common(1)[0][0]
+            if keep != own:
+                users = "every instance that tracks it uses" if len(by_weight) == 1 else "most of its users use"
+                base.note(f"keepalived: weight {own}, but {users} {keep} there", "weight")
+                base.values["weight"] = keep
+            copies[(script, keep)] = script
+            for weight in by_weight:
+                if weight != keep:
+                    copies[(script, weight)] = self._copy_script(base, weight, by_weight[weight])
+        for inst in self.instances:
+            if "track_script" in inst.values and not inst.disabled:
+                inst.values["track_script"] = [copies[pair] for pair in dict.fromkeys(inst.values["track_script"])]
+
+    def _effective_weight(self, inst: _Table, track: _Track) -> int | None:
+        script = self.scripts.get(track.script)
+        if script is None or script.disabled:
+            inst.lost(track.stmt, "no usable vrrp_script of that name")
+            return None
+        if track.weight is None and track.script in self.script_reverse:
+            inst.lost(track.stmt, "the script's weight is reversed, which vrrpd cannot do")
+            return None
+        weight = script.values.get("weight", 0) if track.weight is None else track.weight
+        if inst.name in self.grouped_weights and not self.grouped_weights[inst.name] and weight:
+            inst.note(f"keepalived: track_script {track.script} has weight {weight}, which keepalived sets to 0 "
+                      "in a sync group (no sync_group_tracking_weight): a failure means FAULT", "track_script")
+            weight = 0
+        return weight
+
+    def _copy_script(self, base: _Table, weight: int, users: list[str]) -> str:
+        name = f"{base.name}_w{weight}".replace("-", "m")
+        while name in self.scripts:
+            name += "_"
+        copy = _Table("script", name, {**base.values, "name": name, "weight": weight})
+        copy.note(f"a copy of {base.name} with the weight keepalived gives it in {', '.join(users)} "
+                  "(vrrpd weighs each script once)")
+        self.scripts[name] = copy
+        return name
+
+    def render(self) -> str:
+        lines = [f"# vrrpd configuration converted from {_one_line(self.path)} by `vrrpd import-keepalived` "
+                 f"(vrrpd {__version__}).",
+                 "# Check it with `vrrpd check -c FILE`. Each \"not carried\" comment names a keepalived setting",
+                 "# that vrrpd does not have; review them before use."]
+        lines += [f"# {_one_line(note)}" for note in self.top_notes]
+        tables = [self.global_] if self.global_.values or self.global_.notes else []
+        tables += list(self.scripts.values()) + self.instances + self.groups
+        for table in tables:
+            lines += [""] + table.render()
+        return "\n".join(lines) + "\n"
+
+    def tables(self) -> list[_Table]:
+        return [self.global_, *self.scripts.values(), *self.instances, *self.groups]
+
+
+def _why_top(stmt: _Stmt) -> str:
+    if stmt.keyword.startswith("@"):
+        return ": conditional configuration; keep the line meant for this host"
+    if stmt.keyword in ("virtual_server", "virtual_server_group", "real_server"):
+        return ": vrrpd does no load balancing (IPVS)"
+    if stmt.keyword in ("vrrp_instance", "vrrp_script", "vrrp_sync_group"):
+        return ": expected a name and a { block }"
+    return ""
+
+
+def _instance_keyword(conv: _Converter, t: _Table, sub: _Stmt, state: dict) -> None:
+    kw, args = sub.keyword, sub.words[1:]
+    one = args[0] if len(args) == 1 and sub.block is None else None
+    if kw == "state" and one in ("MASTER", "BACKUP"):
+        t.note(f"keepalived: state {one} (line {sub.line}): vrrpd has no initial state; every instance starts "
+               "as BACKUP and the election decides (priority 255, the address owner, takes over at once)")
+    elif kw == "interface" and one and config.is_interface_name(one):
+        t.values["interface"] = one
+    elif kw == "virtual_router_id" and _ranged(one, 1, 255, True):
+        t.values["vrid"] = int(one)
+    elif kw == "priority" and _ranged(one, 1, 255, True):
+        t.values["priority"] = int(one)
+    elif kw == "advert_int" and _ranged(one, 0.001, 255):
+        state["advert_int"] = float(one)
+    elif kw == "version" and one in ("2", "3"):
+        state["version"] = int(one)
+    elif kw in ("nopreempt", "no_preempt") and not args:
+        state["nopreempt"] = True
+    elif kw == "preempt" and not args:
+        pass  # keepalived's default, kept for backwards compatibility
+    elif kw == "preempt_delay" and _ranged(one, 0, config.MAX_PREEMPT_DELAY) is not None:
+        t.values["preempt_delay"] = float(one)
+    elif kw in ("unicast_src_ip", "mcast_src_ip") and one and config.ip_address_or_none(one):
+        if kw == "mcast_src_ip":
+            if "unicast_src" in t.values:
+                return t.lost(sub)
+            t.note(f"keepalived: mcast_src_ip {one} (line {sub.line}): the source address of adverts", "unicast_src")
+        t.values["unicast_src"] = one
+    elif kw == "garp_master_repeat" and _ranged(one, 0, config.MAX_GARP_REPEAT, True) is not None:
+        t.values["garp_repeat"] = int(one)
+    elif kw == "garp_master_refresh" and _ranged(one, 0, config.MAX_GARP_REFRESH) is not None:
+        t.values["garp_refresh"] = float(one)
+    elif kw in _NOTIFY and args and sub.block is None:
+        _notify(t, sub)
+    elif kw in ("virtual_ipaddress", "unicast_peer", "track_interface", "track_script") and sub.block is not None:
+        for item in sub.block:
+            _BLOCK_ITEM[kw](conv, t, item)
+    elif kw == "authentication":
+        t.lost(sub, "RFC 3768 removed VRRP authentication and vrrpd sends none; remove it from keepalived peers too")
+    else:
+        t.lost(sub)
+
+
+def _notify(t: _Table, sub: _Stmt) -> None:
+    command = sub.words[1]
+    if sub.words[2:]:
+        t.note(f"not carried: user {' '.join(sub.words[2:])} of {sub.keyword} (line {sub.line}): "
+               "vrrpd runs notify commands as its own user", sub.keyword)
+    try:
+        ok = bool(shlex.split(command))
+    except ValueError:
+        ok = False
+    if ok:
+        t.values[sub.keyword] = command
+    else:
+        t.lost(sub, "vrrpd cannot split it into arguments")
+
+
+def _vip(conv: _Converter, t: _Table, item: _Stmt) -> None:
+    vip = config.parse_vip(item.words[0]) if item.block is None else "a block"
+    if isinstance(vip, str):
+        return t.lost(item, vip)
+    vips = t.values.setdefault("virtual_ipaddress", [])
+    first = config.parse_vip(vips[0]) if vips else vip
+    if first.version != vip.version:
+        return t.lost(item, f"an IPv{vip.version} address in an IPv{first.version} instance: put it in an "
+                            "instance of its own")
+    owner = next((other.name for other in conv.instances
+                  for text in other.values.get("virtual_ipaddress", []) if config.parse_vip(text).ip == vip.ip), None)
+    if owner is not None:
+        return t.lost(item, f"{vip.ip} is already an address of {owner}" if owner != t.name else "listed twice")
+    options = item.words[1:]
+    dev = options[options.index("dev") + 1] if "dev" in options[:-1] else None
+    if dev and dev != t.values.get("interface", dev):
+        t.note(f"not carried: {item.brief()}: vrrpd adds every address on the instance's interface",
+               "virtual_ipaddress")
+    elif options:
+        t.note(f"not carried: options of {item.brief()}: {' '.join(options)}", "virtual_ipaddress")
+    vips.append(item.words[0])
+
+
+def _peer(conv: _Converter, t: _Table, item: _Stmt) -> None:
+    if item.block is not None or not config.ip_address_or_none(item.words[0]):
+        return t.lost(item)
+    t.values.setdefault("unicast_peers", []).append(item.words[0])
+    if item.words[1:]:
+        t.note(f"not carried: options of {item.brief()}: {' '.join(item.words[1:])}", "unicast_peers")
+
+
+def _track_interface(conv: _Converter, t: _Table, item: _Stmt) -> None:
+    name, rest = item.words[0], item.words[1:]
+    weight = 0
+    if rest[:1] == ["weight"] and len(rest) == 2 and _ranged(rest[1], config.MIN_WEIGHT, config.MAX_WEIGHT, True) \
+            is not None:
+        weight = int(rest[1])
+    elif rest or item.block is not None:
+        return t.lost(item, "vrrpd has no reverse weights" if "reverse" in rest else "")
+    if not config.is_interface_name(name):
+        return t.lost(item)
+    if name == t.values.get("interface"):
+        return t.lost(item, "vrrpd always tracks the instance's own interface (link down means FAULT)")
+    t.values.setdefault("track_interface", []).append({"name": name, "weight": weight})
+
+
+def _track_script(conv: _Converter, t: _Table, item: _Stmt) -> None:
+    rest = item.words[1:]
+    if rest in ([], ["noreverse"], ["no_reverse"]):
+        weight = None
+    elif rest[:1] == ["weight"] and len(rest) in (2, 3) and rest[2:] in ([], ["noreverse"], ["no_reverse"]) \
+            and _ranged(rest[1], config.MIN_WEIGHT, config.MAX_WEIGHT, True) is not None:
+        weight = int(rest[1])
+    else:
+        return t.lost(item, "vrrpd has no reverse weights" if "reverse" in rest else "")
+    t.tracks.append(_Track(item.words[0], weight, item))
+
+
+_BLOCK_ITEM = {"virtual_ipaddress": _vip, "unicast_peer": _peer, "track_interface": _track_interface,
+               "track_script": _track_script}
+
+
+def convert(text: str, path: str) -> str:
+    """The vrrpd TOML for a keepalived.conf (with comments); raises KeepalivedParseError on bad syntax."""
+    conv = _Converter(path)
+    conv.run(parse_keepalived(text, path))
+    for _ in range(20):
+        output = conv.render()
+        try:
+            config.parse(output, path)
+            return output
+        except config.ConfigError as exc:
+            if not _repair(conv, exc.problems):
+                return output
+    return conv.render()
+
+
+def _repair(conv: _Converter, problems) -> bool:
+    """Comment out what vrrpd still refuses (the safety net for what the rules above do not foresee)."""
+    changed = False
+    for problem in problems:
+        match = re.fullmatch(r"(global|script|instance|sync_group)(?:\[(.*?)\])?(?:\.(\w+))?.*", problem.key)
+        if not match:
+            continue
+        kind, name, key = match.groups()
+        table = next((t for t in conv.tables() if t.kind == kind and (kind == "global" or t.name == name)), None)
+        if table is None or table.disabled:
+            continue
+        if key is None or key in _REQUIRED[kind]:
+            table.disabled = f"{kind} {name}: vrrpd check: {problem.message}"
+        elif key in table.values:
+            table.note(f"not carried: {key} = {toml_value(table.values.pop(key))}: {problem.message}")
+        else:
+            continue
+        changed = True
+    return changed
