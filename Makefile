@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEBS := keepalived tshark iproute2 nftables postgresql procps curl systemd
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit lab demo bench chaos deps venv postgres clean
+.PHONY: test unit lab lint demo bench chaos deps venv postgres clean
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -34,6 +34,9 @@ test: deps venv postgres
 
 unit: venv
 	$(PY) -m pytest -q tests/pure $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check vrrpd csserver daemonkit labkit bench tests
 
 lab: deps venv
 	$(PY) -m pytest -q tests/lab $(PYTEST_ARGS)

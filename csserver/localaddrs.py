@@ -4,11 +4,8 @@
 current addresses second, then applies every event queued since the subscription in order: whatever
 happened around the dump, the last word on each address is the kernel's latest. The kernel pushes the
 events (nothing polls); listeners hear of every change, which is how csserver drops what it believed about
-contexts whose VIP came or went.
-
-pyroute2 0.9's synchronous IPRoute runs an event loop of its own and fails inside a running one, so both
-the subscription and the dump use `AsyncIPRoute`. If the event stream fails (a receive buffer overrun, say)
-the watcher starts over: new subscription, new dump.
+contexts whose VIP came or went. The netlink messages are daemonkit.rtnl's; if news are lost (a receive
+buffer overrun) the watcher dumps again.
 """
 
 from __future__ import annotations
@@ -20,24 +17,13 @@ from ipaddress import IPv4Address, IPv6Address
 
 import structlog
 
+from daemonkit import rtnl
+
 Address = IPv4Address | IPv6Address
 Listener = Callable[[frozenset, frozenset], None]  # (added, removed)
-RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
 RESTART_DELAY_S = 0.5
 
 log = structlog.get_logger("csserver")
-
-
-def address_of(message) -> Address | None:
-    """The local address an RTM_NEWADDR/RTM_DELADDR names (IPv4's IFA_LOCAL: IFA_ADDRESS is the peer's
-    on point-to-point links), without zone; None when it carries none."""
-    text = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
-    if not text:
-        return None
-    try:
-        return ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
 
 
 class AddressTable:
@@ -139,26 +125,26 @@ class LocalAddresses(StaticAddresses):
                 await asyncio.sleep(RESTART_DELAY_S)
 
     async def _follow(self) -> None:
-        from pyroute2 import AsyncIPRoute
-
-        events = AsyncIPRoute()
-        dumper = AsyncIPRoute()
+        queued: asyncio.Queue = asyncio.Queue()
+        events = rtnl.Watch(rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR, lambda *news: queued.put_nowait(news))
+        dumper = rtnl.Rtnl()
+        events.open()
         try:
-            await events.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
-            entries = []
-            async for message in await dumper.addr("dump"):
-                address = address_of(message)
-                if address is not None:
-                    entries.append((address, message["index"]))
-            dumper.close()
-            self._publish(self._table.replace(entries))
+            dumper.open()
+            try:
+                dumped = await dumper.addresses()
+            finally:
+                dumper.close()
+            self._publish(self._table.replace((a.address.ip, a.index) for a in dumped))
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             while True:
-                async for message in events.get():
-                    address = address_of(message)
-                    if address is not None:
-                        self._publish(self._table.apply(message["event"], address, message["index"]))
+                kind, body = await queued.get()
+                if kind is None:
+                    raise OSError("netlink address news were lost")
+                addr = rtnl.parse_addr(body)
+                if addr is not None:
+                    event = "RTM_NEWADDR" if kind == rtnl.RTM_NEWADDR else "RTM_DELADDR"
+                    self._publish(self._table.apply(event, addr.address.ip, addr.index))
         finally:
-            dumper.close()
             events.close()

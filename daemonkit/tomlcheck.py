@@ -263,8 +263,8 @@ class Table:
                 self.problem(key, f"elements must be strings, not {describe(value)}", (index,))
         return good
 
-    def command(self, key: str) -> str | None:
-        """A command line: optional, "" means none, must split into arguments like a shell would."""
+    def command(self, key: str) -> tuple[str, ...] | None:
+        """A command line as its arguments: optional, "" means none, split like a shell would (once, here)."""
         value = self.text(key, None, empty_ok=True)
         if not value:
             return None
@@ -276,7 +276,7 @@ class Table:
         if not argv:
             self.problem(key, "holds no command")
             return None
-        return value
+        return tuple(argv)
 
 
 def check_list(findings: Findings, data: dict, key: str, check: Callable) -> list[tuple[int, object]]:

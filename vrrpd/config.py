@@ -8,18 +8,17 @@ reports no positions for values, so `toml_positions` re-reads the (already valid
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from ipaddress import IPv4Address
+
+from daemonkit.net import Address, HostPort, Interface, ip_address_or_none, parse_host_port
 
 from daemonkit.tomlcheck import (
     ConfigError, Findings, Problem, Table, check_document, check_list, describe, key_label, name_label, quote,
     read_config, unknown,
 )
 
-Address = IPv4Address | IPv6Address
-Interface = IPv4Interface | IPv6Interface
 
 DEFAULT_CONTROL_SOCKET = "/run/vrrpd/vrrpd.sock"
 MIN_WEIGHT, MAX_WEIGHT = -253, 253  # keepalived's range: a weight can never reach 0 or 255 from 1..254
@@ -72,11 +71,12 @@ class Instance:
     garp_refresh: float = 0.0  # seconds; 0 = never
     track_interface: tuple[TrackInterface, ...] = ()
     track_script: tuple[str, ...] = ()
-    notify: str | None = None
-    notify_master: str | None = None
-    notify_backup: str | None = None
-    notify_fault: str | None = None
-    notify_stop: str | None = None
+    # Commands as their arguments (split once, at load): `notify` gets INSTANCE <name> <state> <priority> appended.
+    notify: tuple[str, ...] | None = None
+    notify_master: tuple[str, ...] | None = None
+    notify_backup: tuple[str, ...] | None = None
+    notify_fault: tuple[str, ...] | None = None
+    notify_stop: tuple[str, ...] | None = None
 
     @property
     def family(self) -> str:
@@ -108,7 +108,7 @@ class GlobalConfig:
     control_socket: str = DEFAULT_CONTROL_SOCKET
     log_format: str | None = None  # "json" | "console" | None: console on a tty, else json
     log_level: str = "info"
-    metrics_listen: str | None = None  # "host:port" of the Prometheus endpoint
+    metrics_listen: HostPort | None = None  # where the Prometheus endpoint listens
 
 
 @dataclass(frozen=True)
@@ -201,34 +201,13 @@ def _check_global(checker: _Checker, data) -> GlobalConfig:
     if sock is not None and len(sock.encode()) > SUN_PATH_MAX:
         t.problem("control_socket", f"a unix socket path is at most {SUN_PATH_MAX} bytes")
     log_format, log_level = t.logging()
-    metrics = t.text("metrics_listen", None)
-    if metrics is not None and not _is_host_port(metrics):
-        t.problem("metrics_listen", f'must be HOST:PORT (e.g. "127.0.0.1:9101" or "[::1]:9101"), not {quote(metrics)}')
+    text = t.text("metrics_listen", None)
+    metrics = parse_host_port(text, names=True) if text is not None else None
+    if text is not None and metrics is None:
+        t.problem("metrics_listen", f'must be HOST:PORT (e.g. "127.0.0.1:9101" or "[::1]:9101"), not {quote(text)}')
     if t.bad:
         return GlobalConfig()
     return GlobalConfig(router_id or socket.gethostname(), sock, log_format, log_level, metrics)
-
-
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
-
-
-def _is_host_port(text: str) -> bool:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return False
-    if host.startswith("[") and host.endswith("]"):
-        return ip_address_or_none(host[1:-1], 6) is not None
-    return ip_address_or_none(host, 4) is not None or bool(_HOSTNAME.fullmatch(host))
-
-
-def ip_address_or_none(text: str, version: int | None = None) -> Address | None:
-    """The address `text` names (of that IP version, when given), else None."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    return address if version in (None, address.version) else None
 
 
 def _check_script(checker: _Checker, t: Table) -> Script | None:

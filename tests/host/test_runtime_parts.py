@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import os
 import socket
 import stat
@@ -11,7 +12,12 @@ import sys
 import pytest
 
 from vrrpd.io.control import ControlServer, query
-from vrrpd.io.notify import Job, NotifyRunner, jobs_for
+from vrrpd.config import Script, parse
+from vrrpd.core.fsm import State
+from vrrpd.core.notify import Job, jobs_for
+from vrrpd.io.notify import NotifyRunner
+from vrrpd.io.scripts import ScriptChecker
+from daemonkit import log as logging
 from daemonkit.systemd import Notifier
 
 
@@ -20,13 +26,15 @@ def run(coro):
 
 
 def test_jobs_follow_keepalived_argument_convention():
-    jobs = jobs_for("VI_A", "MASTER", 150, "/usr/local/bin/vrrp-notify --flag", "/bin/echo master")
+    inst = parse('[[instance]]\nname = "VI_A"\ninterface = "eth0"\nvrid = 51\nvirtual_ipaddress = ["192.0.2.100"]\n'
+                 'notify = "/usr/local/bin/vrrp-notify --flag"\nnotify_master = "/bin/echo master"\n').instance("VI_A")
+    jobs = jobs_for(inst, State.MASTER, 150)
     assert [j.argv for j in jobs] == [
         ("/bin/echo", "master"),
         ("/usr/local/bin/vrrp-notify", "--flag", "INSTANCE", "VI_A", "MASTER", "150"),
     ]
     assert dict(jobs[0].env)["VRRPD_STATE"] == "MASTER"
-    assert jobs_for("VI_A", "BACKUP", 100, None, None) == []
+    assert [j.argv[-2:] for j in jobs_for(inst, State.BACKUP, 100)] == [("BACKUP", "100")]
 
 
 def test_notify_runs_in_order_one_at_a_time_and_survives_hung_and_failing(tmp_path):
@@ -154,3 +162,49 @@ def test_the_daemon_loads_neither_scapy_nor_aiohttp_unless_asked():
     code = "import sys, vrrpd.ops.cli, vrrpd.runtime; print(sorted(m for m in ('scapy', 'aiohttp') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_hung_script_is_killed_at_timeout():
+    script = replace(Script("chk", ("/bin/true",)), command=("/bin/sleep", "30"), timeout=0.2)
+
+    async def once():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        ok = await ScriptChecker(script, lambda *_: None).run_once()
+        return ok, loop.time() - t0
+
+    ok, took = run(once())
+    assert ok is False and took < 2.0
+
+
+def test_a_failing_effect_never_drops_the_effects_queued_after_it():
+    """The old worker wrapped a whole batch in one try: an AddAddresses that raised lost the announcement, the
+    notify and everything after it. Each effect now fails alone, and the Node hears of it."""
+    from vrrpd.core import events as n
+    from vrrpd.runtime import RouterQueue
+
+    class FakeRuntime:
+        def __init__(self):
+            self.done, self.fed = [], []
+            self.log = logging.get("test")
+
+        async def carry_queued(self, router, effect):
+            if isinstance(effect, n.AddAddresses):
+                raise RuntimeError("netlink exploded")
+            self.done.append(type(effect).__name__)
+
+        def feed(self, events, routed=()):
+            self.fed += events
+
+    async def scenario():
+        runtime = FakeRuntime()
+        queue = RouterQueue(runtime, 7)
+        for effect in (n.AddAddresses("eth0", ()), n.Announce("eth0", (), 1), n.Notify(()), n.Retire()):
+            queue.put(effect)
+        await asyncio.wait_for(queue.idle.wait(), 5)
+        return runtime, queue
+
+    runtime, queue = run(scenario())
+    assert runtime.done == ["Announce", "Notify", "Retire"]
+    assert [(e.router, type(e.effect).__name__) for e in runtime.fed] == [(7, "AddAddresses")]
+    assert queue.task is None

@@ -24,7 +24,7 @@ from tests.support import unit_file
 from vrrpd.config import parse as parse_vrrpd
 from vrrpd.io.control import ControlServer
 from vrrpd.core.packet import Advert, DropReason
-from vrrpd.core.router import check_advert
+from vrrpd.core.checks import check_advert
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-Token_0123456789"
@@ -199,18 +199,22 @@ def advert(priority: int = 100) -> Advert:
     return Advert(version=3, vrid=51, priority=priority, adver_int_cs=100, addresses=(ip_address("192.0.2.100"),))
 
 
+def vips(inst):
+    return frozenset(v.ip for v in inst.virtual_ipaddress)
+
+
 def test_unicast_instances_drop_adverts_from_anyone_but_their_peers():
     unicast = instance(unicast_src='"192.0.2.1"', unicast_peers='["192.0.2.2", "192.0.2.3"]')
     for peer in ("192.0.2.2", "192.0.2.3"):
-        assert check_advert(advert(), ip_address(peer), unicast) is None
+        assert check_advert(advert(), ip_address(peer), unicast, vips(unicast)) is None
     # Strangers on the link, even claiming to own the address (priority 255) or to resign (priority 0).
     for stranger in ("192.0.2.4", "192.0.2.1", "198.51.100.2", "0.0.0.0", "2001:db8::2"):
         for priority in (0, 100, 255):
-            assert check_advert(advert(priority), ip_address(stranger), unicast) is DropReason.PEER, stranger
+            assert check_advert(advert(priority), ip_address(stranger), unicast, vips(unicast)) is DropReason.PEER, stranger
 
 
 def test_multicast_instances_hear_any_source():
-    assert check_advert(advert(), ip_address("192.0.2.77"), instance()) is None
+    assert check_advert(advert(), ip_address("192.0.2.77"), instance(), vips(instance())) is None
 
 
 # ---- systemd: only the capabilities each daemon needs -------------------------------------------------

@@ -14,7 +14,7 @@ from scapy.utils import wrpcap
 
 from tests.support import require_program
 from vrrpd.core.packet import MCAST_V4, MCAST_V6, Advert, ChecksumForm, encode
-from vrrpd.io.announce import eui64_link_local, garp_frame, na_frame
+from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
 
 SRC4 = V4("192.0.2.1")
 SRC6 = V6("fe80::1")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import time
 from ipaddress import IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface
@@ -16,8 +16,10 @@ import pytest
 
 from labkit.keepalived import check_keepalived_conf, keepalived_conf, keepalived_log, start_keepalived
 from labkit.netns import AddressWatcher, Lab, pid_alive, in_netns, wait_until
+from vrrpd.core import events as n
+from vrrpd.core.frames import garp_frame, na_frame
 from vrrpd.io.announce import Announcer
-from vrrpd.io.netlink import Netlink, parse_link_events
+from vrrpd.io.netlink import Netlink
 from vrrpd.core.packet import MCAST_V4, MCAST_V6, VRRP_PROTO
 from vrrpd.io.sockets import AdvertSocket, Received
 
@@ -34,6 +36,15 @@ def netns_names() -> set[str]:
 def run_async(host, make_coro):
     """Run `make_coro()` in its own event loop inside `host`'s namespace, as the daemon would run."""
     return in_netns(host, lambda: asyncio.run(make_coro()))
+
+
+async def wait_async(predicate, timeout: float = 5.0) -> None:
+    """Poll `predicate` inside a running loop until it holds or `timeout` passes (AssertionError)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
 
 
 def collect(sock: AdvertSocket, count: int, timeout: float = 2.0) -> list[Received]:
@@ -187,50 +198,49 @@ def test_advert_socket_send_on_a_missing_interface_is_an_oserror(lab):
 
 
 @pytest.mark.lab
-def test_netlink_facts_and_idempotent_address_changes_inside_a_running_loop(lab):
+def test_netlink_facts_and_address_changes_inside_a_running_loop(lab):
     net = lab(2)
     b = net.hosts[1]
     b.sysctl("net.ipv6.conf.eth0.accept_dad=1")  # so only IFA_F_NODAD keeps the VIP from being tentative
     vip4, vip6 = IPv4Interface("192.0.2.100/24"), IPv6Interface("2001:db8::100/64")
 
     async def scenario():
+        events: list = []
         nl = Netlink()
-        await nl.open()
+        await nl.start(events.extend)
+        facts = {"dumped": list(events)}
         try:
-            facts = {
-                "ifindex": await nl.ifindex("eth0"),
-                "missing": await nl.ifindex("nosuch0"),
-                "up": await nl.link_is_up("eth0"),
-                "missing_up": await nl.link_is_up("nosuch0"),
-                "mac": await nl.mac("eth0"),
-                "added": [await nl.add_address("eth0", v) for v in (vip4, vip4, vip6, vip6)],
-                "v4": await nl.addresses("eth0", "ipv4"),
-                "primary4": await nl.primary_address("eth0", "ipv4", exclude={vip4.ip}),
-                "primary6": await nl.primary_address("eth0", "ipv6", exclude={vip6.ip}),
-                "removed": [await nl.remove_address("eth0", v) for v in (vip4, vip4, vip6, vip6)],
-                "removed_missing_if": await nl.remove_address("nosuch0", vip4),
-                "parallel": await asyncio.gather(
-                    *(nl.add_address("eth0", ip_interface(f"192.0.2.{n}/24")) for n in range(200, 210))
-                ),
-            }
+            added = []
+            for v in (vip4, vip4, vip6, vip6):
+                try:
+                    await nl.add("eth0", v)
+                    added.append(True)
+                except OSError as exc:
+                    added.append(exc.errno == errno.EEXIST and "exists")
+            facts["added"] = added
+            facts["removed"] = [await nl.remove("eth0", v) for v in (vip4, vip4, vip6, vip6)]
+            facts["removed_missing_if"] = await nl.remove("nosuch0", vip4)
+            await asyncio.gather(*(nl.add("eth0", ip_interface(f"192.0.2.{n}/24")) for n in range(200, 210)))
             with pytest.raises(OSError):
-                await nl.add_address("nosuch0", vip4)
+                await nl.add("nosuch0", vip4)
+            await wait_async(lambda: sum(isinstance(e, n.AddressChanged) and e.present for e in events) >= 12)
+            facts["news"] = list(events[len(facts["dumped"]):])
             return facts
         finally:
-            await nl.close()
+            nl.close()
 
     facts = run_async(b, scenario)
-    assert facts["ifindex"] == in_netns(b, socket.if_nametoindex, "eth0")
-    assert facts["missing"] is None and facts["missing_up"] is False and facts["up"] is True
-    assert facts["mac"] == b.mac
-    assert facts["added"] == [True, False, True, False]
-    assert facts["v4"] == [IPv4Interface(f"{b.ipv4}/24"), vip4]
-    assert facts["primary4"] == b.ipv4
-    assert facts["primary6"] == b.link_local()
+    links = {e.ifname: e for e in facts["dumped"] if isinstance(e, n.LinkChanged)}
+    assert links["eth0"].index == in_netns(b, socket.if_nametoindex, "eth0")
+    assert links["eth0"].up is True and links["eth0"].mac == b.mac and "nosuch0" not in links
+    dumped = {(e.ifname, e.address) for e in facts["dumped"] if isinstance(e, n.AddressChanged) and e.present}
+    assert ("eth0", IPv4Interface(f"{b.ipv4}/24")) in dumped and ("eth0", ip_interface(f"{b.link_local()}/64")) in dumped
+    assert facts["added"] == [True, "exists", True, "exists"]
     assert facts["removed"] == [True, False, True, False]
     assert facts["removed_missing_if"] is False
-    assert facts["parallel"] == [True] * 10
-    assert {f"192.0.2.{n}" for n in range(200, 210)} <= b.addresses()
+    news = [(e.address, e.present) for e in facts["news"] if isinstance(e, n.AddressChanged)]
+    assert (vip4, True) in news and (vip4, False) in news and (vip6, True) in news and (vip6, False) in news
+    assert {f"192.0.2.{k}" for k in range(200, 210)} <= b.addresses()
     assert str(vip4.ip) not in b.addresses() and str(vip6.ip) not in b.addresses()
 
 
@@ -242,20 +252,20 @@ def test_netlink_ipv6_vip_is_usable_at_once_even_with_dad_on(lab):
 
     async def add():
         nl = Netlink()
-        await nl.open()
+        await nl.start(lambda events: None)
         try:
-            return await nl.add_address("eth0", IPv6Interface("2001:db8::100/64"))
+            await nl.add("eth0", IPv6Interface("2001:db8::100/64"))
         finally:
-            await nl.close()
+            nl.close()
 
-    assert run_async(host, add) is True
+    run_async(host, add)
     flags = host.run(["ip", "-6", "-o", "address", "show", "dev", "eth0", "to", "2001:db8::100"]).stdout
     assert "2001:db8::100/64" in flags and "tentative" not in flags and "dadfailed" not in flags
 
 
 @pytest.mark.lab
 @pytest.mark.parametrize("host_side", [False, True], ids=["cable_pulled", "eth0_down"])
-def test_watch_links_pushes_down_and_up_within_a_deadline(lab, host_side):
+def test_link_news_reach_the_node_within_a_deadline(lab, host_side):
     net = lab(2)
     a = net.hosts[0]
 
@@ -263,27 +273,57 @@ def test_watch_links_pushes_down_and_up_within_a_deadline(lab, host_side):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         nl = Netlink()
-        await nl.open()
-        nl.watch_links(lambda ifname, up: events.put_nowait((ifname, up, loop.time())))
+        await nl.start(lambda batch: [events.put_nowait((e, loop.time())) for e in batch
+                                      if isinstance(e, n.LinkChanged) and e.ifname == "eth0"])
+        while not events.empty():
+            events.get_nowait()  # the dump
         seen = []
         try:
             for up in (False, True):
                 started = loop.time()
                 await asyncio.to_thread(a.set_link, up, host_side=host_side)
-                ifname, state, at = await asyncio.wait_for(events.get(), LINK_EVENT_DEADLINE)
-                seen.append((ifname, state, at - started, await nl.link_is_up("eth0")))
-            await asyncio.sleep(0.05)
-            leftovers = [events.get_nowait()[:2] for _ in range(events.qsize())]
+                while True:
+                    event, at = await asyncio.wait_for(events.get(), LINK_EVENT_DEADLINE)
+                    if event.up == up:
+                        break
+                seen.append((event.up, at - started))
         finally:
-            await nl.close()
-        return seen, leftovers
+            nl.close()
+        return seen
 
-    seen, leftovers = run_async(a, scenario)
-    assert [(name, state, polled) for name, state, _, polled in seen] == [("eth0", False, False), ("eth0", True, True)]
-    assert all(delay <= LINK_EVENT_DEADLINE for *_, delay, _ in seen)
-    assert leftovers == [], "a link change reported twice"
+    seen = run_async(a, scenario)
+    assert [up for up, _ in seen] == [False, True]
+    assert all(delay <= LINK_EVENT_DEADLINE for _, delay in seen)
     if not host_side:
         assert {str(a.ipv4), str(a.ipv6)} <= a.addresses(), "a pulled cable must not take the addresses"
+
+
+@pytest.mark.lab
+def test_netlink_names_a_recreated_interface_anew(lab):
+    net = lab(1)
+    host = net.hosts[0]
+
+    async def scenario():
+        events: list = []
+        nl = Netlink()
+        await nl.start(events.extend)
+        try:
+            await asyncio.to_thread(host.run, ["ip", "link", "add", "mv0", "link", "eth0", "type", "macvlan"])
+            await wait_async(lambda: any(isinstance(e, n.LinkChanged) and e.ifname == "mv0" and e.index for e in events))
+            await asyncio.to_thread(host.run, ["ip", "link", "del", "mv0"])
+            await asyncio.to_thread(host.run, ["ip", "link", "add", "mv0", "link", "eth0", "type", "macvlan"])
+            await wait_async(lambda: len([e for e in events if isinstance(e, n.LinkChanged) and e.ifname == "mv0"
+                                          and e.index]) >= 2 and any(isinstance(e, n.LinkChanged) and e.ifname == "mv0"
+                                                                     and e.index is None for e in events))
+            return [e for e in events if isinstance(e, n.LinkChanged) and e.ifname == "mv0"]
+        finally:
+            nl.close()
+
+    mv0 = run_async(host, scenario)
+    indexes = [e.index for e in mv0]
+    assert None in indexes
+    first, last = indexes[0], indexes[-1]
+    assert first is not None and last is not None and first != last
 
 
 # ---- gratuitous ARP / unsolicited NA -----------------------------------------------------------------
@@ -298,10 +338,10 @@ def test_announce_sends_garp_and_override_na_that_repoint_the_neighbours(lab):
     for vip in (vip4, vip6):
         b.run(["ip", "neigh", "replace", vip, "lladdr", stale_mac, "dev", "eth0", "nud", "stale"])
     capture = net.capture(b, "arp or icmp6")
-    announcer = in_netns(a, Announcer, "eth0", a.mac)
+    announcer = Announcer()
+    frames = (garp_frame(ip_address(vip4), a.mac), na_frame(IPv6Address(vip6), a.mac, a.link_local()))
     try:
-        assert in_netns(a, announcer.announce, [ip_address(vip4), IPv6Address(vip6)]) == 2
-        assert announcer.frame(ip_address(vip4)) is announcer.frame(ip_address(vip4))  # built once
+        assert in_netns(a, announcer.send, "eth0", frames, 1) == (0, None)
         wait_until(lambda: _neighbour_macs(b, (vip4, vip6)) == {a.mac}, 2,
                    message=f"neighbours not re-pointed: {b.run(['ip', 'neigh']).stdout}")
         arp_fields = ["arp.opcode", "arp.isgratuitous", "arp.src.hw_mac", "arp.src.proto_ipv4", "eth.dst"]
@@ -309,6 +349,8 @@ def test_announce_sends_garp_and_override_na_that_repoint_the_neighbours(lab):
                      "icmpv6.opt.linkaddr", "ipv6.hlim", "ipv6.src", "ipv6.dst", "icmpv6.checksum.status"]
         garps = wait_until(lambda: capture.decode(arp_fields, "arp"), 3, message="no ARP captured")
         nas = wait_until(lambda: capture.decode(na_fields, "icmpv6.type == 136"), 3, message="no NA captured")
+        failed, error = in_netns(a, announcer.send, "nosuch0", frames, 2)
+        assert failed == 4 and error
     finally:
         capture.stop()
         announcer.close()
@@ -371,15 +413,3 @@ def test_keepalived_conf_speaks_keepalived_for_vrrpd_style_keys():
                  "unicast_src_ip 192.0.2.1", "unicast_peer {", "192.0.2.3", "interface eth0", "state BACKUP"):
         assert f"    {line}" in text, line
     assert "preempt False" not in text and "vrid" not in text
-
-
-def test_link_events_parse_up_down_and_deleted_links():
-    def message(msg_type: int, flags: int, ifname: bytes) -> bytes:
-        name = ifname + b"\0"
-        attr = struct.pack("=HH", 4 + len(name), 3) + name + bytes(-len(name) % 4)
-        body = struct.pack("=BxHiII", 0, 1, 2, flags, 0) + attr
-        return struct.pack("=IHHII", 16 + len(body), msg_type, 0, 0, 0) + body
-
-    up, no_carrier = 0x1 | 0x40, 0x1
-    data = message(16, up, b"eth0") + message(16, no_carrier, b"eth0") + message(17, up, b"eth1")
-    assert parse_link_events(data) == [("eth0", True), ("eth0", False), ("eth1", False)]

@@ -35,7 +35,7 @@ def test_track_script_moves_vip_and_recovery_moves_it_back(lab, tmp_path):
     a, b = net.hosts
     flag = tmp_path / "a-unhealthy"
     node_a = VrrpdNode(a, tmp_path, [instance(150, track_script=["chk"])], scripts=[flag_script("chk", flag, -60)]).start()
-    node_b = VrrpdNode(b, tmp_path, [instance(100)]).start()
+    VrrpdNode(b, tmp_path, [instance(100)]).start()
     wait_master(node_a)
     wait_until(lambda: holder(net.hosts) == "a", 3)
     flag.touch()
@@ -77,7 +77,7 @@ def test_sync_group_moves_together(lab, tmp_path):
     insts_a = pair(150)
     insts_a[1]["track_script"] = ["chk"]
     node_a = VrrpdNode(a, tmp_path, insts_a, scripts=[flag_script("chk", flag, 0)], sync_groups=group).start()
-    node_b = VrrpdNode(b, tmp_path, pair(100), sync_groups=group).start()
+    VrrpdNode(b, tmp_path, pair(100), sync_groups=group).start()
     wait_until(lambda: node_a.state("VI_1") == node_a.state("VI_2") == "MASTER", 10)
     flag.touch()  # only VI_2's check fails; the group takes VI_1 down with it
     wait_until(lambda: node_a.state("VI_1") == node_a.state("VI_2") == "FAULT", 3, message="group did not move together")
@@ -116,7 +116,7 @@ def test_twenty_reloads_never_remove_the_vip(lab, tmp_path):
     net = lab(2)
     a, b = net.hosts
     node_a = VrrpdNode(a, tmp_path, [instance(150)]).start()
-    node_b = VrrpdNode(b, tmp_path, [instance(100)]).start()
+    VrrpdNode(b, tmp_path, [instance(100)]).start()
     wait_master(node_a)
     wait_until(lambda: a.has_address(VIP4), 3)
     watcher = AddressWatcher(a)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
 
+from daemonkit.net import Address
 from vrrpd.core.packet import Advert
-
-Address = IPv4Address | IPv6Address
 
 
 class State(str, enum.Enum):
@@ -24,15 +22,93 @@ class State(str, enum.Enum):
     STOP = "STOP"
 
 
+# The moves the machine may make (RFC 5798 6.4 plus FAULT and STOP); `_change_state` refuses any other.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.INIT: frozenset({State.BACKUP, State.MASTER, State.FAULT, State.STOP}),
+    State.BACKUP: frozenset({State.MASTER, State.FAULT, State.STOP}),
+    State.MASTER: frozenset({State.BACKUP, State.FAULT, State.STOP}),
+    State.FAULT: frozenset({State.BACKUP, State.MASTER, State.STOP}),
+    State.STOP: frozenset(),
+}
+
 OWNER_PRIORITY = 255
 # A master that hears a lower-priority master re-announces its addresses this long after the first such
 # advert: adverts that arrive together (a backlog after a freeze, a split brain healing) cause one burst,
 # and it goes out after whatever the other node announced while it believed itself master.
-REANNOUNCE_DELAY = 0.05
+REANNOUNCE_DELAY_S = 0.05
 
 
 class ProtocolMisuse(RuntimeError):
     """Our own code drove the state machine wrongly (as h11's LocalProtocolError): a bug, never peer input."""
+
+
+# ---- why a router is in FAULT ----------------------------------------------------------------------------
+# Typed values, so that whoever manages a reason (the Node's tracking, its sync groups) finds its own by type,
+# never by parsing a string. `label` is what logs, status and notify show.
+
+
+@dataclass(frozen=True, slots=True)
+class NoInterface:
+    """The instance's interface does not exist (not yet created, deleted, renamed away)."""
+
+    label = "no_interface"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    """The instance's own interface is down or has no carrier."""
+
+    label = "link_down"
+
+
+@dataclass(frozen=True, slots=True)
+class NoSocket:
+    """No working advert socket on the interface as it is now (just re-created, or the socket failed)."""
+
+    label = "no_socket"
+
+
+@dataclass(frozen=True, slots=True)
+class NoAddress:
+    """The interface has no usable source address for adverts (RFC 5798 5.1.1.1 / 5.1.2.1)."""
+
+    label = "no_address"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedInterfaceDown:
+    """A weight-0 track_interface is down or missing."""
+
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"track_interface:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedScriptDown:
+    """A weight-0 track_script reports down."""
+
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"track_script:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncHeld:
+    """Another member of sync group `group` is in FAULT for a reason of its own."""
+
+    group: str
+
+    @property
+    def label(self) -> str:
+        return f"sync:{self.group}"
+
+
+FaultReason = NoInterface | LinkDown | NoSocket | NoAddress | TrackedInterfaceDown | TrackedScriptDown | SyncHeld
 
 
 # ---- events (inputs) ----------------------------------------------------------------------------------
@@ -58,10 +134,10 @@ class AdvertReceived:
 
 @dataclass(frozen=True, slots=True)
 class FaultChanged:
-    """The interface or a weight-0 tracked object went down (`active`) or came back."""
+    """A reason to be in FAULT arose (`active`) or went away."""
 
     active: bool
-    reason: str
+    reason: FaultReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +213,10 @@ class RouterParams:
     preempt_delay_cs: int = 0
     garp_repeat: int = 5
     garp_refresh_cs: int = 0
+    # A sync-group member does not take over alone: when its Master_Down_Timer expires it only wants to, and
+    # the group lets its members go MASTER together once every one of them wants to (keepalived's
+    # vrrp_sync_can_goto_master: prefer BACKUP to thrashing).
+    sync_gated: bool = False
 
     @property
     def owner(self) -> bool:
@@ -180,7 +260,9 @@ class VirtualRouter:
     effective_priority: int = 0
     master_adver_interval_cs: int = 0
     master_address: Address | None = None
-    fault_reasons: set[str] = field(default_factory=set)
+    # BACKUP, sync-gated: the Master_Down_Timer expired and this router waits for its group to go MASTER.
+    wants_master: bool = False
+    _faults: set[FaultReason] = field(default_factory=set)
     _timers: _Timers = field(default_factory=_Timers)
 
     def __post_init__(self) -> None:
@@ -189,6 +271,11 @@ class VirtualRouter:
         self.master_adver_interval_cs = self.params.advert_interval_cs
 
     # -- derived values ------------------------------------------------------------------------------
+
+    @property
+    def faults(self) -> frozenset[FaultReason]:
+        """Every reason this router is (or, before start-up, will be) in FAULT."""
+        return frozenset(self._faults)
 
     @property
     def skew_time_cs(self) -> int:
@@ -228,7 +315,11 @@ class VirtualRouter:
         t = self._timers
         effects: list[Effect] = []
         if self.state is State.BACKUP and t.master_down is not None and now >= t.master_down:
-            effects += self._become_master(now, "master_down")
+            if self.params.sync_gated:
+                t.master_down = None
+                self.wants_master = True
+            else:
+                effects += self._become_master(now, "master_down")
         if self.state is State.MASTER and t.adver is not None and now >= t.adver:
             t.adver = now + _cs(self.params.advert_interval_cs)
             effects.append(SendAdvert(self.effective_priority))
@@ -240,11 +331,27 @@ class VirtualRouter:
             effects.append(Announce(self.params.garp_repeat or 1))
         return effects
 
+    def reconfigure(self, params: RouterParams) -> None:
+        """Hot reload of an unchanged (interface, vrid, family), or a new source address: keep the state,
+        adopt the new settings (a new priority is the caller's PriorityChanged)."""
+        if params.vrid != self.params.vrid:
+            raise ProtocolMisuse("reload cannot change the VRID of a router")
+        self.params = params
+        if not params.sync_gated:
+            self.wants_master = False
+        if self.params.owner:
+            self.effective_priority = OWNER_PRIORITY
+        elif self.effective_priority == OWNER_PRIORITY:
+            self.effective_priority = params.priority
+
     # -- transitions ---------------------------------------------------------------------------------
 
     def _change_state(self, new: State, reason: str) -> list[Effect]:
-        """The one funnel every transition passes through."""
+        """The one funnel every transition passes through; a move TRANSITIONS does not list is our bug."""
+        if new not in TRANSITIONS[self.state]:
+            raise ProtocolMisuse(f"no transition {self.state.value} -> {new.value} ({reason})")
         old, self.state = self.state, new
+        self.wants_master = False
         return [StateChanged(old, new, reason)]
 
     def _become_master(self, now: float, reason: str) -> list[Effect]:
@@ -287,8 +394,8 @@ class VirtualRouter:
     def _startup(self, now: float) -> list[Effect]:
         if self.state is not State.INIT:
             raise ProtocolMisuse(f"startup in {self.state.value}")
-        if self.fault_reasons:
-            return self._change_state(State.FAULT, sorted(self.fault_reasons)[0])
+        if self._faults:
+            return self._change_state(State.FAULT, min(f.label for f in self._faults))
         if self.params.owner:
             return self._become_master(now, "address_owner")
         effects = self._become_backup(now, "startup")
@@ -318,7 +425,8 @@ class VirtualRouter:
         t = self._timers
         if advert.priority == 0:
             # RFC 5798 6.4.2: the master resigned; take over after Skew_Time.
-            t.master_down = now + _cs(self.skew_time_cs)
+            if not self.wants_master:
+                t.master_down = now + _cs(self.skew_time_cs)
             return []
         tolerated = not self.params.preempt or self._outranks_us(advert.priority, src)
         if not tolerated and t.preempt_until is not None:
@@ -329,6 +437,7 @@ class VirtualRouter:
         if self.params.version == 3:
             self.master_adver_interval_cs = advert.adver_int_cs
         self.master_address = src
+        self.wants_master = False
         t.master_down = now + _cs(self.master_down_interval_cs)
         return []
 
@@ -350,21 +459,21 @@ class VirtualRouter:
         # once, shortly, for however many such adverts arrive meanwhile.
         t.adver = now + _cs(self.params.advert_interval_cs)
         if t.reannounce is None:
-            t.reannounce = now + REANNOUNCE_DELAY
+            t.reannounce = now + REANNOUNCE_DELAY_S
         return [SendAdvert(self.effective_priority)]
 
-    def _fault(self, active: bool, reason: str, now: float) -> list[Effect]:
+    def _fault(self, active: bool, reason: FaultReason, now: float) -> list[Effect]:
         if active:
-            self.fault_reasons.add(reason)
+            self._faults.add(reason)
             if self.state in (State.INIT, State.FAULT):
                 return []
-            return self._leave(State.FAULT, reason)
-        self.fault_reasons.discard(reason)
-        if self.state is not State.FAULT or self.fault_reasons:
+            return self._leave(State.FAULT, reason.label)
+        self._faults.discard(reason)
+        if self.state is not State.FAULT or self._faults:
             return []
         if self.params.owner:
-            return self._become_master(now, f"{reason}_recovered")
-        effects = self._become_backup(now, f"{reason}_recovered")
+            return self._become_master(now, f"{reason.label}_recovered")
+        effects = self._become_backup(now, f"{reason.label}_recovered")
         self._timers.preempt_until = self._preempt_window(now)
         return effects
 
@@ -395,19 +504,17 @@ class VirtualRouter:
             return self._leave(State.FAULT, reason)
         raise ProtocolMisuse(f"sync to {target.value}")
 
-    def with_params(self, params: RouterParams) -> None:
-        """Hot reload of an unchanged (interface, vrid, family): keep state, adopt the new settings."""
-        if params.vrid != self.params.vrid:
-            raise ProtocolMisuse("reload cannot change the VRID of a router")
-        self.params = params
-        if self.params.owner:
-            self.effective_priority = OWNER_PRIORITY
-        elif self.effective_priority == OWNER_PRIORITY:
-            self.effective_priority = params.priority
-
 
 __all__ = [
-    "Address",
+    "FaultReason",
+    "LinkDown",
+    "NoAddress",
+    "NoInterface",
+    "NoSocket",
+    "SyncHeld",
+    "TRANSITIONS",
+    "TrackedInterfaceDown",
+    "TrackedScriptDown",
     "AddAddresses",
     "Announce",
     "AdvertReceived",
@@ -416,7 +523,7 @@ __all__ = [
     "FaultChanged",
     "OWNER_PRIORITY",
     "PriorityChanged",
-    "REANNOUNCE_DELAY",
+    "REANNOUNCE_DELAY_S",
     "ProtocolMisuse",
     "RemoveAddresses",
     "RouterParams",

@@ -1,270 +1,174 @@
-"""Netlink glue: interface facts, virtual IP addresses added and removed, and link up/down events.
+"""The netlink edge: the host's links and addresses as Node events, and the Node's address changes carried out.
 
-Everything here is called from inside the daemon's asyncio loop. pyroute2 0.9's synchronous `IPRoute`
-runs its own event loop and fails inside a running one ("This event loop is already running"), so requests
-go through `AsyncIPRoute`. Link events come from a separate netlink socket subscribed to RTMGRP_LINK and
-read with `loop.add_reader`: the kernel pushes them, nothing polls. Errors reach callers as `OSError`
-(pyroute2's NetlinkError is not one), so the runtime's `except OSError` catches every failure here.
+At start the links and addresses are dumped while news of the link and address groups queue behind the dump,
+so whatever happened around it, the last word on each is the kernel's latest. The kernel names interfaces by
+index; events are handed on by name, from this edge's own index -> name table, so an interface deleted,
+re-created (a new index) or renamed reaches the Node as the facts it is (the old name gone, the new one there).
+News lost to a full receive buffer are made good by dumping again and handing on what differs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import socket
-import struct
-from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_interface
-
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from collections.abc import Callable
 
 from daemonkit import log as logging
+from daemonkit import rtnl
+from daemonkit.net import Address, Interface
+from vrrpd.core import events as n
 
-Address = IPv4Address | IPv6Address
-Interface = IPv4Interface | IPv6Interface
-
-REQUEST_TIMEOUT = 5.0  # seconds for one netlink request; a kernel answer takes about a millisecond
-IFF_UP, IFF_RUNNING = 0x1, 0x40
-IFA_F_NODAD, IFA_F_SECONDARY = 0x02, 0x80
-RTM_NEWLINK, RTM_DELLINK = 16, 17
-RTMGRP_LINK = 0x1
-IFLA_IFNAME = 3
-_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_RTATTR = struct.Struct("=HH")
+ADDRESS_GROUPS = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR
 
 
-def _family(family: str) -> int:
+def forwarding(ifname: str) -> bool:
+    """Whether `ifname` forwards IPv6 (this process's network namespace): the NA router flag."""
     try:
-        return _FAMILIES[family]
-    except KeyError:
-        raise ValueError(f"family must be 'ipv4' or 'ipv6', not {family!r}") from None
-
-
-def _is_up(flags: int) -> bool:
-    """Administratively up and with carrier (IFF_RUNNING mirrors operstate UP/UNKNOWN)."""
-    return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
-
-
-def parse_link_events(data: bytes) -> list[tuple[str, bool]]:
-    """(ifname, up) for each RTM_NEWLINK / RTM_DELLINK in one netlink datagram (a deleted link is down)."""
-    events = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, msg_type = _NLMSGHDR.unpack_from(data, offset)[:2]
-        if length < _NLMSGHDR.size:
-            break
-        body = data[offset + _NLMSGHDR.size : offset + length]
-        if msg_type in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= _IFINFOMSG.size:
-            flags = _IFINFOMSG.unpack_from(body)[3]
-            ifname = _ifname_attr(body)
-            if ifname is not None:
-                events.append((ifname, msg_type == RTM_NEWLINK and _is_up(flags)))
-        offset += (length + 3) & ~3
-    return events
-
-
-def _ifname_attr(body: bytes) -> str | None:
-    offset = _IFINFOMSG.size
-    while offset + _RTATTR.size <= len(body):
-        length, kind = _RTATTR.unpack_from(body, offset)
-        if length < _RTATTR.size:
-            return None
-        if kind == IFLA_IFNAME:
-            return body[offset + _RTATTR.size : offset + length].split(b"\0", 1)[0].decode(errors="replace")
-        offset += (length + 3) & ~3
-    return None
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/forwarding") as sysctl:
+            return sysctl.read().strip() == "1"
+    except OSError:
+        return False
 
 
 class Netlink:
-    """rtnetlink for one daemon: open() once inside the loop, close() at shutdown."""
+    """One daemon's rtnetlink: `start(emit)` hands every fact to `emit` as Node events, then keeps doing so."""
 
     def __init__(self) -> None:
-        self._ipr: AsyncIPRoute | None = None
-        self._watch: socket.socket | None = None
-        self._callback: Callable[[str, bool], None] | None = None
-        self._known: dict[str, bool] = {}
+        self.rtnl = rtnl.Rtnl()
+        self._watch = rtnl.Watch(ADDRESS_GROUPS, self._news)
+        self._emit: Callable[[list], None] = lambda events: None
+        self._names: dict[int, str] = {}  # index -> name of every interface now
+        self._links: dict[str, rtnl.Link] = {}
+        self._addrs: dict[tuple[int, Address], tuple[Interface, int]] = {}  # (index, ip) -> (address, flags)
+        self._queued: list[tuple[int, bytes]] | None = None  # news that arrived during a dump
         self._resync: asyncio.Task | None = None
+        self._log = logging.get("vrrpd.netlink")
 
-    async def open(self) -> None:
-        self._ipr = AsyncIPRoute()
+    async def start(self, emit: Callable[[list], None]) -> None:
+        self._emit = emit
+        self.rtnl.open()
+        self._watch.open()
+        await self._dump()
 
-    async def close(self) -> None:
-        if self._watch is not None:
-            asyncio.get_running_loop().remove_reader(self._watch.fileno())
-            self._watch.close()
-            self._watch = None
+    def close(self) -> None:
         if self._resync is not None:
             self._resync.cancel()
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        self._watch.close()
+        self.rtnl.close()
 
-    async def _request(self, call: Callable[[AsyncIPRoute], Awaitable]):
-        """await call(ipr) with a deadline, pyroute2's errors turned into OSError."""
-        if self._ipr is None:
-            raise OSError(errno.ENOTCONN, "Netlink.open() was not awaited")
-        try:
-            return await asyncio.wait_for(call(self._ipr), REQUEST_TIMEOUT)
-        except NetlinkError as exc:
-            raise OSError(exc.code, exc.args[1] if len(exc.args) > 1 else str(exc)) from None
-        except asyncio.TimeoutError:
-            raise OSError(errno.ETIMEDOUT, "netlink request timed out") from None
+    def index(self, ifname: str) -> int | None:
+        link = self._links.get(ifname)
+        return link.index if link else None
 
-    async def _link(self, ifname: str):
-        """The RTM_NEWLINK message of `ifname`, or None when there is no such interface."""
-        try:
-            links = await self._request(lambda ipr: ipr.link("get", ifname=ifname))
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                return None
-            raise
-        return links[0] if links else None
+    # -- the Node's address changes ---------------------------------------------------------------------------
 
-    # ---- interface facts ----------------------------------------------------------------------------
+    async def add(self, ifname: str, address: Interface) -> None:
+        """Add `address`; OSError(EEXIST) when it is there already, ENODEV when the interface is gone. IPv6
+        skips DAD (IFA_F_NODAD): the election, not DAD, decides who holds a VIP, and it must answer at once."""
+        index = self._index_or_raise(ifname)
+        await self.rtnl.add_address(index, address, rtnl.IFA_F_NODAD if address.version == 6 else 0)
 
-    async def ifindex(self, ifname: str) -> int | None:
-        link = await self._link(ifname)
-        return link["index"] if link else None
-
-    async def link_is_up(self, ifname: str) -> bool:
-        link = await self._link(ifname)
-        return link is not None and _is_up(link["flags"])
-
-    async def mac(self, ifname: str) -> str:
-        link = await self._link(ifname)
-        if link is None:
-            raise OSError(errno.ENODEV, f"no interface {ifname}")
-        return link.get("address")
-
-    async def _index_or_raise(self, ifname: str) -> int:
-        index = await self.ifindex(ifname)
-        if index is None:
-            raise OSError(errno.ENODEV, f"no interface {ifname}")
-        return index
-
-    async def _address_messages(self, ifname: str, family: str) -> list:
-        index = await self._index_or_raise(ifname)
-
-        async def dump(ipr):
-            return [m async for m in await ipr.addr("dump", index=index, family=_family(family))]
-
-        return await self._request(dump)
-
-    async def addresses(self, ifname: str, family: str) -> list[Interface]:
-        """The `family` addresses on `ifname` with their prefix lengths, in the kernel's order."""
-        return [_interface(m) for m in await self._address_messages(ifname, family)]
-
-    async def primary_address(self, ifname: str, family: str, exclude=()) -> Address | None:
-        """The source of our adverts (RFC 5798 5.1.1.1 / 5.1.2.1): IPv4, the first primary (not secondary)
-        address that is not in `exclude` (the VIPs), else the first other one; IPv6, the link-local."""
-        messages = await self._address_messages(ifname, family)
-        candidates = [m for m in messages if _interface(m).ip not in set(exclude)]
-        if family == "ipv6":
-            return next((_interface(m).ip for m in candidates if _interface(m).ip.is_link_local), None)
-        primaries = [m for m in candidates if not _flags(m) & IFA_F_SECONDARY]
-        chosen = (primaries or candidates or [None])[0]
-        return _interface(chosen).ip if chosen is not None else None
-
-    # ---- virtual addresses --------------------------------------------------------------------------
-
-    async def add_address(self, ifname: str, iface: Interface) -> bool:
-        """Add `iface` to `ifname`; False when it was already there. IPv6 skips DAD (IFA_F_NODAD): the
-        VIP must answer at once, and the VRRP election, not DAD, decides who holds it."""
-        iface = ip_interface(iface)
-        index = await self._index_or_raise(ifname)
-        kw = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
-        if iface.version == 6:
-            kw["flags"] = IFA_F_NODAD
-        try:
-            await self._request(lambda ipr: ipr.addr("add", **kw))
-        except OSError as exc:
-            if exc.errno == errno.EEXIST:
-                return False
-            raise
-        return True
-
-    async def remove_address(self, ifname: str, iface: Interface) -> bool:
-        """Remove `iface` from `ifname`; False when it was not there (or the interface is gone)."""
-        iface = ip_interface(iface)
-        index = await self.ifindex(ifname)
+    async def remove(self, ifname: str, address: Interface) -> bool:
+        """Remove `address`; False when it was not there (or the interface is gone)."""
+        index = self.index(ifname)
         if index is None:
             return False
         try:
-            await self._request(
-                lambda ipr: ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-            )
+            await self.rtnl.remove_address(index, address)
         except OSError as exc:
             if exc.errno in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                 return False
             raise
         return True
 
-    # ---- link events --------------------------------------------------------------------------------
+    def _index_or_raise(self, ifname: str) -> int:
+        index = self.index(ifname)
+        if index is None:
+            raise OSError(errno.ENODEV, f"no interface {ifname}")
+        return index
 
-    def watch_links(self, callback: Callable[[str, bool], None]) -> None:
-        """Call `callback(ifname, up)` in the running loop whenever a link's up/carrier state changes."""
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    # -- facts --------------------------------------------------------------------------------------------
+
+    async def _dump(self) -> None:
+        self._queued = []
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            sock.bind((0, RTMGRP_LINK))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._watch, self._callback = sock, callback
-        loop.add_reader(sock.fileno(), self._on_link_readable)
-
-    def _on_link_readable(self) -> None:
-        if self._watch is None:
-            return
-        while True:
-            try:
-                data = self._watch.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # the kernel dropped events: ask for the truth again
-                    logging.get("vrrpd.netlink").warning("link_events_lost", action="resync")
-                    self._schedule_resync()
-                    continue
-                logging.get("vrrpd.netlink").error("link_watch_failed", error=str(exc))
-                return
-            for ifname, up in parse_link_events(data):
-                self._emit(ifname, up)
-
-    def _emit(self, ifname: str, up: bool) -> None:
-        if self._known.get(ifname) == up or self._callback is None:
-            return
-        self._known[ifname] = up
-        self._callback(ifname, up)
-
-    def _schedule_resync(self) -> None:
-        if self._resync is None or self._resync.done():
-            self._resync = asyncio.get_running_loop().create_task(self._resync_links())
-
-    async def _resync_links(self) -> None:
-        async def dump(ipr):
-            return [m async for m in await ipr.link("dump")]
-
-        try:
-            links = await self._request(dump)
-        except OSError as exc:
-            logging.get("vrrpd.netlink").error("link_resync_failed", error=str(exc))
-            return
+            links = await self.rtnl.links()
+            addrs = await self.rtnl.addresses()
+        finally:
+            queued, self._queued = self._queued, None
+        events: list = []
+        seen = {link.name for link in links}
+        for name in [name for name in self._links if name not in seen]:
+            events += self._link_gone(self._links[name].index)
         for link in links:
-            self._emit(link.get("ifname"), _is_up(link["flags"]))
+            events += self._link_news(link)
+        now = {(a.index, a.address.ip): (a.address, a.flags) for a in addrs if a.index in self._names}
+        for key, (address, flags) in self._addrs.items():
+            if key not in now:
+                events.append(n.AddressChanged(self._names.get(key[0], ""), address, False, flags))
+        for key, (address, flags) in now.items():
+            if self._addrs.get(key) != (address, flags):
+                events.append(n.AddressChanged(self._names[key[0]], address, True, flags))
+        self._addrs = now
+        self._emit([e for e in events if not isinstance(e, n.AddressChanged) or e.ifname])
+        for kind, body in queued:
+            self._news(kind, body)
 
+    def _news(self, kind: int | None, body: bytes) -> None:
+        if kind is None:
+            self._log.warning("netlink_events_lost", action="resync")
+            if self._resync is None or self._resync.done():
+                self._resync = asyncio.get_running_loop().create_task(self._resync_now())
+            return
+        if self._queued is not None:
+            self._queued.append((kind, body))
+            return
+        events: list = []
+        if kind in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
+            link = rtnl.parse_link(body)
+            if link is not None:
+                events = self._link_news(link) if kind == rtnl.RTM_NEWLINK else self._link_gone(link.index)
+        elif kind in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
+            addr = rtnl.parse_addr(body)
+            name = self._names.get(addr.index) if addr is not None else None
+            if name is not None:
+                present = kind == rtnl.RTM_NEWADDR
+                if present:
+                    self._addrs[(addr.index, addr.address.ip)] = (addr.address, addr.flags)
+                else:
+                    self._addrs.pop((addr.index, addr.address.ip), None)
+                events = [n.AddressChanged(name, addr.address, present, addr.flags)]
+        if events:
+            self._emit(events)
 
-def _flags(message) -> int:
-    """IFA_FLAGS (32 bits) when present, else the 8-bit ifa_flags."""
-    return message.get_attr("IFA_FLAGS") or message["flags"]
+    async def _resync_now(self) -> None:
+        try:
+            await self._dump()
+        except OSError as exc:
+            self._log.error("netlink_resync_failed", error=str(exc))
 
+    def _link_news(self, link: rtnl.Link) -> list:
+        events = []
+        old_name = self._names.get(link.index)
+        if old_name is not None and old_name != link.name:
+            events += self._link_gone(link.index)  # renamed: the old name is gone
+        previous = self._links.get(link.name)
+        if previous is not None and previous.index != link.index:
+            self._drop_index(previous.index)  # re-created under the same name
+        self._names[link.index] = link.name
+        self._links[link.name] = link
+        events.append(n.LinkChanged(link.name, link.index, link.up, link.mac, forwarding(link.name)))
+        return events
 
-def _interface(message) -> Interface:
-    # IPv4 names the local address IFA_LOCAL (IFA_ADDRESS is the peer on point-to-point links).
-    address = message.get_attr("IFA_LOCAL") or message.get_attr("IFA_ADDRESS")
-    return ip_interface(f"{address}/{message['prefixlen']}")
+    def _link_gone(self, index: int) -> list:
+        name = self._names.get(index)
+        if name is None:
+            return []
+        self._drop_index(index)
+        return [n.LinkChanged(name, None)]
+
+    def _drop_index(self, index: int) -> None:
+        name = self._names.pop(index, None)
+        if name is not None and self._links.get(name, None) is not None and self._links[name].index == index:
+            del self._links[name]
+        self._addrs = {key: value for key, value in self._addrs.items() if key[0] != index}

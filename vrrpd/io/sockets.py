@@ -4,13 +4,13 @@ One `AdvertSocket` per (interface, family). It is bound to its interface (SO_BIN
 VRRP group (224.0.0.18 / ff02::12) on that interface only, and sends with TTL / hop limit 255 (RFC 5798
 5.1.1.3 / 5.1.2.3) from exactly the source address the caller gives, because the checksum covers it.
 Receiving hands back each message with the source, destination, TTL / hop limit and ingress interface the
-RFC 5798 7.1 checks need; the checks themselves are `vrrpd.packet.decode`'s job.
+RFC 5798 7.1 checks need; the checks themselves are the Node's.
 
 An IPv4 socket hears only the groups it joined itself (IP_MULTICAST_ALL off). Linux has no such filter for
 IPv6 raw sockets that are not bound to an address: they hear every protocol-112 multicast their interface
-accepts, which `vrrpd.packet.decode` and the VRID lookup sort out.
+accepts, which the codec and the VRID lookup sort out.
 
-The kernel never computes or verifies the IPv6 checksum here (IPV6_CHECKSUM off): `vrrpd.packet` does, so
+The kernel never computes or verifies the IPv6 checksum here (IPV6_CHECKSUM off): `vrrpd.core.packet` does, so
 that a bad checksum is counted instead of silently dropped.
 
 An IPv4 packet whose IP header cannot be parsed (the kernel validates headers first, so this should never
@@ -34,6 +34,8 @@ IP_PKTINFO = 8
 IP_MULTICAST_ALL = 49
 IPV6_CHECKSUM_OFF = -1
 
+RECV_BUFFER = 4 << 20  # a burst of hundreds of adverts (peers in phase) while the loop is busy must not drop
+NETWORK_CONTROL = 0xC0  # IP precedence 6, as keepalived and FRR send adverts: not dropped first under QoS
 MAX_REMEMBERED = 1024  # remembered (dst, src) pairs; a daemon uses a handful, so this only bounds odd callers
 RECV_BUFSIZE = 65535  # an IPv6 VRRP message is at most 8 + 255 * 16 bytes; never truncate anything
 _CMSG_SPACE = socket.CMSG_SPACE(32) * 3
@@ -68,6 +70,7 @@ class AdvertSocket:
         self._sock = socket.socket(af, socket.SOCK_RAW, VRRP_PROTO)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
             if family == "ipv4":
                 self._setup_ipv4(join_multicast)
             else:
@@ -82,6 +85,7 @@ class AdvertSocket:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, REQUIRED_TTL)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, NETWORK_CONTROL)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
         # Only the groups this socket joined, not every group some other socket on the host joined.
         sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
@@ -95,6 +99,7 @@ class AdvertSocket:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, REQUIRED_TTL)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, REQUIRED_TTL)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, NETWORK_CONTROL)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)

@@ -9,8 +9,8 @@ import sys
 import textwrap
 
 from vrrpd import __version__
+from vrrpd.config import DEFAULT_CONTROL_SOCKET as DEFAULT_SOCKET
 
-DEFAULT_SOCKET = "/run/vrrpd/vrrpd.sock"
 EXIT_OK, EXIT_INVALID, EXIT_NO_DAEMON = 0, 2, 3
 
 DESCRIPTION = textwrap.dedent(
@@ -125,6 +125,7 @@ def cmd_run(args) -> int:
 
 def cmd_status(args) -> int:
     from vrrpd.io.control import query
+    from vrrpd.ops.status_table import format_table
 
     try:
         status = query(args.socket)
@@ -137,38 +138,6 @@ def cmd_status(args) -> int:
     else:
         print(format_table(status))
     return EXIT_OK
-
-
-def format_table(status: dict) -> str:
-    head = f"router {status.get('router_id')}  pid {status.get('pid')}  vrrpd {status.get('version')}"
-    columns = ("INSTANCE", "IFACE", "VRID", "FAM", "STATE", "PRIO", "EFF", "MASTER", "INTERVAL", "SINCE", "VIPS")
-    rows = [columns]
-    for inst in status.get("instances", []):
-        rows.append((
-            inst["name"], inst["interface"], str(inst["vrid"]), inst["family"],
-            inst["state"], str(inst["priority"]), str(inst["effective_priority"]),
-            inst.get("master_address") or "-", f"{inst['master_adver_interval']:g}s", inst["since"],
-            ",".join(inst["virtual_ipaddress"]),
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    lines = [head, ""] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    errors = {}
-    for inst in status.get("instances", []):
-        for key, value in inst["stats"].items():
-            if key.endswith("errors") or key == "invalid_type":
-                errors[key] = errors.get(key, 0) + value
-    for key, value in status.get("stats", {}).items():
-        errors[key] = errors.get(key, 0) + value
-    dropped = {k: v for k, v in errors.items() if v}
-    tracked = [(inst["name"], {**inst["track"]["interfaces"], **inst["track"]["scripts"]})
-               for inst in status.get("instances", []) if "track" in inst]
-    if tracked:
-        lines.append("")
-        lines += [f"track {name}: " + ", ".join(f"{what} {state}" for what, state in states.items())
-                  for name, states in tracked]
-    lines.append("")
-    lines.append("dropped: " + (", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) if dropped else "none"))
-    return "\n".join(lines)
 
 
 def cmd_import(args) -> int:

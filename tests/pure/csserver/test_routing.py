@@ -7,7 +7,7 @@ from ipaddress import ip_address
 import pytest
 
 from csserver.config import parse
-from csserver.localaddrs import AddressTable, StaticAddresses, address_of
+from csserver.localaddrs import AddressTable, StaticAddresses
 from csserver.routing import Adopt, Malformed, Misdirected, Serve, creation_primary, ownership, route
 
 CLUSTER = parse("""\
@@ -80,13 +80,6 @@ def test_address_table_tracks_addresses_across_interfaces():
     assert table.apply("RTM_DELADDR", VIP_A, 3) == (set(), {VIP_A})
     assert table.apply("RTM_NEWADDR", VIP_B, 2) == ({VIP_B}, set())
     assert table.apply("RTM_DELADDR", VIP_C, 2) == (set(), set())  # never seen: nothing changes
-
-
-def test_address_of_prefers_the_local_address():
-    assert address_of({"IFA_LOCAL": "192.0.2.1", "IFA_ADDRESS": "192.0.2.9"}) == ip_address("192.0.2.1")
-    assert address_of({"IFA_ADDRESS": "fe80::1%eth0"}) == ip_address("fe80::1")
-    assert address_of({}) is None
-    assert address_of({"IFA_ADDRESS": "not an address"}) is None
 
 
 def test_static_addresses_tell_listeners_what_changed():

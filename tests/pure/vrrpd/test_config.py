@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemonkit.net import HostPort
 from vrrpd.config import ConfigError, Problem, Script, TrackInterface, load, parse
 from daemonkit.tomlwrite import toml_value
 
@@ -113,7 +114,7 @@ def test_spec_example_parses_to_the_expected_values():
     assert (a.garp_repeat, a.garp_refresh) == (5, 0.0)
     assert a.track_interface == (TrackInterface("eth1", 0),)
     assert a.track_script == ("chk_cs",)
-    assert a.notify == "/usr/local/bin/vrrp-notify"
+    assert a.notify == ("/usr/local/bin/vrrp-notify",)
     assert (a.notify_master, a.notify_backup, a.notify_fault, a.notify_stop) == (None, None, None, None)
     assert (a.family, a.key) == ("ipv4", ("eth0", 51, "ipv4"))
     assert config.sync_groups[0].name == "G1" and config.sync_groups[0].instances == ("VI_A", "VI_B")
@@ -153,7 +154,7 @@ def test_ipv6_unicast_v2_fractions_and_script_defaults():
     assert v6.unicast_peers == (ip_address("2001:db8::2"), ip_address("fe80::2"))
     assert v2.version == 2 and v2.advert_interval_cs == 300 and v2.virtual_ipaddress == (ip_interface("192.0.2.7/32"),)
     assert config.script("chk") == Script("chk", ("/bin/true",), 2.0, 2.0, 1, 1, 0)  # timeout defaults to interval
-    assert config.global_.metrics_listen == "[::1]:9101"
+    assert config.global_.metrics_listen == HostPort("::1", 9101)
 
 
 @pytest.mark.parametrize("name", ["node-a.toml", "node-b.toml"])

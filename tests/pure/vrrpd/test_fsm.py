@@ -11,7 +11,9 @@ from vrrpd.core.fsm import (
     AdvertReceived,
     Announce,
     FaultChanged,
-    REANNOUNCE_DELAY,
+    LinkDown,
+    TrackedScriptDown,
+    REANNOUNCE_DELAY_S,
     PriorityChanged,
     RemoveAddresses,
     RouterParams,
@@ -134,8 +136,8 @@ def test_master_re_advertises_and_re_announces_on_lower_priority_advert():
     # a backlog of such adverts (a daemon resuming from a freeze) makes one burst of announcements, not one
     # per advert, and it goes out shortly after the first, after whatever the other node announced
     assert r.handle(AdvertReceived(advert(100), B), 7.001) == [SendAdvert(200)]
-    assert r.next_deadline() == pytest.approx(7.0 + REANNOUNCE_DELAY)
-    assert r.handle_timer(7.0 + REANNOUNCE_DELAY) == [Announce(3)]
+    assert r.next_deadline() == pytest.approx(7.0 + REANNOUNCE_DELAY_S)
+    assert r.handle_timer(7.0 + REANNOUNCE_DELAY_S) == [Announce(3)]
     assert r.handle_timer(7.5) == []
     assert r.state is State.MASTER
 
@@ -150,7 +152,7 @@ def test_a_master_that_yields_sends_one_last_advert_so_the_winner_re_announces()
     effects = loser.handle(AdvertReceived(advert(200), B), 9.0)
     assert kinds(effects) == [SendAdvert, RemoveAddresses, StateChanged] and effects[0] == SendAdvert(100)
     assert winner.handle(AdvertReceived(advert(100), A), 9.001) == [SendAdvert(200)]
-    assert winner.handle_timer(9.001 + REANNOUNCE_DELAY) == [Announce(2)]
+    assert winner.handle_timer(9.001 + REANNOUNCE_DELAY_S) == [Announce(2)]
 
 
 def test_equal_priority_higher_address_wins_both_ways():
@@ -200,11 +202,11 @@ def test_fault_from_master_sends_priority_zero_and_recovers_to_backup():
     r = router(priority=150)
     r.handle(Startup(), 0.0)
     r.handle_timer(r.next_deadline())
-    effects = r.handle(FaultChanged(True, "link_down"), 9.0)
+    effects = r.handle(FaultChanged(True, LinkDown()), 9.0)
     assert effects == [SendAdvert(0), RemoveAddresses(), StateChanged(State.MASTER, State.FAULT, "link_down")]
     assert r.next_deadline() is None
     assert r.handle(AdvertReceived(advert(10), B), 9.5) == []
-    effects = r.handle(FaultChanged(False, "link_down"), 12.0)
+    effects = r.handle(FaultChanged(False, LinkDown()), 12.0)
     assert effects == [StateChanged(State.FAULT, State.BACKUP, "link_down_recovered")]
     assert r.next_deadline() == pytest.approx(12.0 + master_down_interval_cs(150, 100) / 100)
 
@@ -212,17 +214,17 @@ def test_fault_from_master_sends_priority_zero_and_recovers_to_backup():
 def test_fault_needs_every_reason_cleared():
     r = router()
     r.handle(Startup(), 0.0)
-    r.handle(FaultChanged(True, "link_down"), 1.0)
-    r.handle(FaultChanged(True, "script:chk"), 1.0)
-    assert r.handle(FaultChanged(False, "link_down"), 2.0) == []
+    r.handle(FaultChanged(True, LinkDown()), 1.0)
+    r.handle(FaultChanged(True, TrackedScriptDown("chk")), 1.0)
+    assert r.handle(FaultChanged(False, LinkDown()), 2.0) == []
     assert r.state is State.FAULT
-    r.handle(FaultChanged(False, "script:chk"), 3.0)
+    r.handle(FaultChanged(False, TrackedScriptDown("chk")), 3.0)
     assert r.state is State.BACKUP
 
 
 def test_fault_before_startup_starts_in_fault():
     r = router()
-    r.handle(FaultChanged(True, "link_down"), 0.0)
+    r.handle(FaultChanged(True, LinkDown()), 0.0)
     assert r.handle(Startup(), 0.0) == [StateChanged(State.INIT, State.FAULT, "link_down")]
 
 

@@ -46,10 +46,10 @@ def test_dual_master_node_keeps_priorities_vrids_vips_and_tracking():
     # chk_haproxy is tracked only by VI_B with weight 10: the script carries that weight.
     assert b.track_script == ("chk_csserver", "chk_haproxy") and config.script("chk_haproxy").weight == 10
     assert config.script("chk_haproxy").command == ("killall", "-0", "haproxy")
-    assert a.notify_master == "/usr/local/bin/vrrp-notify.sh MASTER VI_A"
-    assert a.notify_backup == "/usr/local/bin/vrrp-notify.sh"
-    assert a.notify_fault == "/usr/local/bin/vrrp-notify.sh FAULT VI_A"
-    assert a.notify == "/usr/local/bin/vrrp-all.sh" and b.notify_stop == "/usr/local/bin/vrrp-stop.sh"
+    assert a.notify_master == ("/usr/local/bin/vrrp-notify.sh", "MASTER", "VI_A")
+    assert a.notify_backup == ("/usr/local/bin/vrrp-notify.sh",)
+    assert a.notify_fault == ("/usr/local/bin/vrrp-notify.sh", "FAULT", "VI_A")
+    assert a.notify == ("/usr/local/bin/vrrp-all.sh",) and b.notify_stop == ("/usr/local/bin/vrrp-stop.sh",)
     for lost in ("# not carried: authentication { ... } (line 41)", "# not carried: smtp_alert (line 59)",
                  "# not carried: garp_master_delay 5 (line 38)",
                  "# not carried: include /etc/keepalived/conf.d/*.conf (line 15)",
@@ -111,7 +111,7 @@ def test_quotes_comments_and_braces_on_one_line():
     config = parse(text)
     inst = config.instance("VI_1")
     assert (inst.vrid, vips(inst)) == (9, ["198.51.100.9/24"])
-    assert inst.notify_master == "/usr/bin/logger -t vrrp 'became master'"
+    assert inst.notify_master == ("/usr/bin/logger", "-t", "vrrp", "became master")
     [script] = config.scripts
     assert inst.track_script == ("chk_one",) and script.weight == -7 and script.interval == 3.0
     assert script.command == ("/bin/sh", "-c", "exit 0")

@@ -19,7 +19,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vrrp import VRRP, VRRPv3
 from scapy.packet import Raw
 
-from vrrpd.io.announce import garp_frame, na_frame
+from vrrpd.core.frames import garp_frame, na_frame
 from vrrpd.core.packet import (
     MCAST_V4,
     MCAST_V6,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
 from vrrpd.config import parse
-from vrrpd.io.scripts import ScriptChecker, evaluate
+from vrrpd.core.fsm import TrackedInterfaceDown, TrackedScriptDown
+from vrrpd.core.tracking import RiseFall, evaluate
 
 CONFIG = """
 [[script]]
@@ -55,9 +55,9 @@ def test_negative_weights_apply_when_down_and_unknown_scripts_count_for_nothing(
     assert v.priority == 150 - 30 - 60 and not v.faults
 
 
-def test_weight_zero_and_own_link_mean_fault():
+def test_weight_zero_means_fault_and_the_own_link_is_the_nodes_business():
     v = evaluate(cfg.instance("VI_A"), {"eth0": False, "eth1": True, "eth2": False}, {"chk_fault": False}, SCRIPTS)
-    assert v.faults == {"link_down", "track_interface:eth2", "track_script:chk_fault"}
+    assert v.faults == {TrackedInterfaceDown("eth2"), TrackedScriptDown("chk_fault")}
 
 
 def test_priority_clamped_and_owner_untouched():
@@ -68,22 +68,9 @@ def test_priority_clamped_and_owner_untouched():
 
 
 def test_rise_and_fall_need_consecutive_results():
-    checker = ScriptChecker(replace(cfg.script("chk_fault"), rise=2, fall=3), lambda *_: None)
+    checker = RiseFall(rise=2, fall=3)
     assert checker.record(True) is None
     assert checker.record(True) is True
     assert [checker.record(x) for x in (False, False, True, False, False)] == [None, None, None, None, None]
     assert checker.record(False) is False
     assert checker.up is False
-
-
-def test_hung_script_is_killed_at_timeout():
-    script = replace(cfg.script("chk_fault"), command=("/bin/sleep", "30"), timeout=0.2)
-
-    async def once():
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        ok = await ScriptChecker(script, lambda *_: None).run_once()
-        return ok, loop.time() - t0
-
-    ok, took = asyncio.run(once())
-    assert ok is False and took < 2.0

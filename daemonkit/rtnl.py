@@ -1,0 +1,281 @@
+"""rtnetlink (RFC 3549, linux/rtnetlink.h), the few messages both daemons need, packed with `struct`.
+
+Links and addresses are dumped, watched and (addresses) added and removed. A library for this (pyroute2)
+costs a daemon about 11 MB of resident memory and its own event loop; these few messages cost a page of code.
+`Rtnl` asks over one socket, any number of requests at once, matched to their answers by sequence number;
+`Watch` hears what the kernel pushes to the link and address groups (nothing polls). Every failure reaches the
+caller as OSError with the kernel's errno.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import os
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_interface
+
+from daemonkit.net import Address, Interface
+
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+IFLA_ADDRESS, IFLA_IFNAME = 1, 3
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFF_UP, IFF_RUNNING = 0x1, 0x40
+IFA_F_NODAD, IFA_F_SECONDARY, IFA_F_TENTATIVE = 0x02, 0x80, 0x40
+REQUEST_TIMEOUT_S = 5.0  # for one request; the kernel answers in about a millisecond
+RECV_BUFFER = 1 << 20
+
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBi")  # family, prefix length, flags, scope, index
+_RTATTR = struct.Struct("=HH")  # length, type
+_ERRNO = struct.Struct("=i")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    index: int
+    name: str
+    flags: int
+    mac: str | None
+
+    @property
+    def up(self) -> bool:
+        """Administratively up and with carrier (IFF_RUNNING mirrors operstate UP/UNKNOWN)."""
+        return bool(self.flags & IFF_UP) and bool(self.flags & IFF_RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Addr:
+    index: int
+    address: Interface
+    flags: int  # IFA_F_*, the 32-bit IFA_FLAGS when the kernel gives it
+
+
+# ---- the codec --------------------------------------------------------------------------------------------
+
+
+def messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence, body) of each message in one datagram; a truncated tail is ignored."""
+    out = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, flags, seq, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            break
+        out.append((kind, flags, seq, data[offset + _NLMSGHDR.size:offset + length]))
+        offset += (length + 3) & ~3
+    return out
+
+
+def attributes(body: bytes, offset: int) -> dict[int, bytes]:
+    """The rtattrs after a fixed header of `offset` bytes, by type (a repeated type keeps its first value)."""
+    attrs: dict[int, bytes] = {}
+    while offset + _RTATTR.size <= len(body):
+        length, kind = _RTATTR.unpack_from(body, offset)
+        if length < _RTATTR.size:
+            break
+        attrs.setdefault(kind & 0x3FFF, body[offset + _RTATTR.size:offset + length])  # without NLA_F_* bits
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def attribute(kind: int, value: bytes) -> bytes:
+    header = _RTATTR.pack(_RTATTR.size + len(value), kind)
+    return header + value + bytes(-len(value) % 4)
+
+
+def parse_link(body: bytes) -> Link | None:
+    if len(body) < _IFINFOMSG.size:
+        return None
+    _, _, index, flags, _ = _IFINFOMSG.unpack_from(body)
+    attrs = attributes(body, _IFINFOMSG.size)
+    name = attrs.get(IFLA_IFNAME)
+    if name is None:
+        return None
+    mac = attrs.get(IFLA_ADDRESS)
+    return Link(index, name.split(b"\0", 1)[0].decode(errors="replace"), flags,
+                ":".join(f"{b:02x}" for b in mac) if mac and len(mac) == 6 else None)
+
+
+def parse_addr(body: bytes) -> Addr | None:
+    if len(body) < _IFADDRMSG.size:
+        return None
+    family, prefixlen, flags, _, index = _IFADDRMSG.unpack_from(body)
+    attrs = attributes(body, _IFADDRMSG.size)
+    # IPv4 names the local address IFA_LOCAL; IFA_ADDRESS is the peer's on point-to-point links.
+    raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+    if family == socket.AF_INET and raw is not None and len(raw) == 4:
+        ip: Address = IPv4Address(raw)
+    elif family == socket.AF_INET6 and raw is not None and len(raw) == 16:
+        ip = IPv6Address(raw)
+    else:
+        return None
+    if IFA_FLAGS in attrs and len(attrs[IFA_FLAGS]) >= 4:
+        flags = struct.unpack_from("=I", attrs[IFA_FLAGS])[0]
+    return Addr(index, ip_interface(f"{ip}/{prefixlen}"), flags)
+
+
+def addr_body(index: int, address: Interface, flags: int = 0) -> bytes:
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    body = _IFADDRMSG.pack(family, address.network.prefixlen, flags & 0xFF, 0, index)
+    body += attribute(IFA_LOCAL, address.ip.packed) + attribute(IFA_ADDRESS, address.ip.packed)
+    if flags:
+        body += attribute(IFA_FLAGS, struct.pack("=I", flags))
+    return body
+
+
+# ---- asking -----------------------------------------------------------------------------------------------
+
+
+class Rtnl:
+    """Requests over one rtnetlink socket; open() inside the running loop, close() when done."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._seq = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future, list]] = {}
+
+    def open(self) -> None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+            sock.bind((0, 0))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(OSError(errno.ECONNABORTED, "netlink socket closed"))
+        self._pending.clear()
+
+    async def request(self, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+        """Send one request; its answers (type, body), after the ack or the end of the dump. OSError on failure."""
+        if self._sock is None:
+            raise OSError(errno.ENOTCONN, "Rtnl.open() was not called")
+        seq = next(self._seq)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[seq] = (future, [])
+        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0)
+        try:
+            self._sock.send(header + body)
+            return await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise OSError(errno.ETIMEDOUT, "netlink request timed out") from None
+        finally:
+            self._pending.pop(seq, None)
+
+    def _readable(self) -> None:
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ENOBUFS: an answer was lost; every waiting request fails (and may be retried) at once.
+                for future, _ in self._pending.values():
+                    if not future.done():
+                        future.set_exception(OSError(exc.errno, exc.strerror))
+                if exc.errno != errno.ENOBUFS:
+                    return
+                continue
+            for kind, flags, seq, body in messages(data):
+                waiting = self._pending.get(seq)
+                if waiting is None or waiting[0].done():
+                    continue
+                future, parts = waiting
+                if kind == NLMSG_ERROR:
+                    code = -_ERRNO.unpack_from(body)[0] if len(body) >= 4 else errno.EPROTO
+                    if code:
+                        future.set_exception(OSError(code, os.strerror(code)))
+                    else:
+                        future.set_result(parts)
+                elif kind == NLMSG_DONE:
+                    future.set_result(parts)
+                else:
+                    parts.append((kind, body))
+                    if not flags & NLM_F_MULTI:
+                        future.set_result(parts)
+
+    # -- the requests --------------------------------------------------------------------------------------
+
+    async def links(self) -> list[Link]:
+        answers = await self.request(RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        return [link for kind, body in answers if kind == RTM_NEWLINK and (link := parse_link(body))]
+
+    async def addresses(self) -> list[Addr]:
+        answers = await self.request(RTM_GETADDR, NLM_F_DUMP, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        return [addr for kind, body in answers if kind == RTM_NEWADDR and (addr := parse_addr(body))]
+
+    async def add_address(self, index: int, address: Interface, flags: int = 0) -> None:
+        """Add `address` to interface `index`; OSError(EEXIST) when it is already there."""
+        await self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, addr_body(index, address, flags))
+
+    async def remove_address(self, index: int, address: Interface) -> None:
+        """Remove `address`; OSError(EADDRNOTAVAIL) when it is not there."""
+        await self.request(RTM_DELADDR, NLM_F_ACK, addr_body(index, address))
+
+
+# ---- hearing ----------------------------------------------------------------------------------------------
+
+
+class Watch:
+    """The kernel's link and address news: `callback(kind, body)` per message, or `callback(None, b"")` when
+    news were lost (the receive buffer overran): the caller then asks for the whole truth again."""
+
+    def __init__(self, groups: int, callback: Callable[[int | None, bytes], None]):
+        self.groups = groups
+        self.callback = callback
+        self._sock: socket.socket | None = None
+
+    def open(self) -> None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+            sock.bind((0, self.groups))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def _readable(self) -> None:
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.callback(None, b"")
+                    continue
+                raise
+            for kind, _, _, body in messages(data):
+                self.callback(kind, body)

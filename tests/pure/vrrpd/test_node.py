@@ -1,0 +1,273 @@
+"""The Node on a fake clock and a fake LAN: every decision the runtime used to make, without root or sockets."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+import pytest
+
+from vrrpd.core import events as n
+from vrrpd.core.fsm import LinkDown, NoAddress, NoInterface, State, SyncHeld, TrackedScriptDown, master_down_interval_cs
+from vrrpd.core.packet import Advert, encode
+from tests.pure.vrrpd.nodes import Host, Lan, Raw, config, instance, v4
+
+MDI_100 = master_down_interval_cs(100, 100) / 100  # 3.6 s
+MDI_150 = master_down_interval_cs(150, 100) / 100
+
+
+def pair(prio_a=150, prio_b=100, extra_a="", extra_b="", **kw):
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=prio_a, **kw) + extra_a), "192.0.2.1/24")
+    b = Host(lan, "b", config(instance(priority=prio_b, **kw) + extra_b), "192.0.2.2/24")
+    return lan, a, b
+
+
+def routed_to(effects, kind):
+    return [(r, e) for r, e in effects if isinstance(e, kind)]
+
+
+# ---- start-up ----------------------------------------------------------------------------------------------
+
+
+def test_sockets_are_opened_before_start_so_no_router_starts_in_fault():
+    lan, a, b = pair()
+    assert a.sockets == {("eth0", "ipv4"): 2}
+    a.start()
+    assert a.state() is State.BACKUP
+    assert a.transitions() == [("VI_1", "INIT", "BACKUP")]
+
+
+def test_election_takeover_at_master_down_interval_and_one_holder():
+    lan, a, b = pair()
+    a.start(), b.start()
+    lan.run_until(MDI_150 - 0.01)
+    assert (a.state(), b.state()) == (State.BACKUP, State.BACKUP)
+    lan.run_until(MDI_150)
+    assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)
+    lan.run_until(30.0)
+    assert a.holds("192.0.2.100") and not b.holds("192.0.2.100")
+    assert b.transitions() == [("VI_1", "INIT", "BACKUP")]
+
+
+def test_start_with_the_interface_missing_is_fault_until_it_appears():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150)), index=0)
+    assert a.sockets == {}
+    a.start()
+    assert a.state() is State.FAULT
+    assert NoInterface() in a.node.router("VI_1").fsm.faults
+    effects = a.create_interface(7, address="192.0.2.1/24")
+    assert routed_to(effects, n.OpenSocket) == [(None, n.OpenSocket("eth0", "ipv4"))]
+    assert a.sockets == {("eth0", "ipv4"): 7}
+    assert a.state() is State.BACKUP
+    lan.run_until(MDI_150)
+    assert a.state() is State.MASTER and a.holds("192.0.2.100")
+
+
+def test_start_without_an_address_is_fault_and_recovers_when_one_arrives():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150)), address=None)
+    a.start()
+    assert a.state() is State.FAULT and NoAddress() in a.node.router("VI_1").fsm.faults
+    a.add_address("192.0.2.1/24")
+    assert a.state() is State.BACKUP
+    assert a.node.router("VI_1").primary == ip_address("192.0.2.1")
+
+
+def test_stale_vips_left_by_a_crash_are_removed_at_start_but_an_owners_address_is_kept():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=100) + instance("VI_OWN", vrid=52, priority=255,
+                                                                 vips=("192.0.2.1/24",))), "192.0.2.1/24")
+    a.add_address("192.0.2.100/24")  # left by a crashed run
+    a.start()
+    removed = [e.addresses for e in a.of_type(n.RemoveAddresses)]
+    assert removed == [(v4("192.0.2.100/24"),)]
+    assert a.state("VI_OWN") is State.MASTER and a.holds("192.0.2.1")
+    a.stop()
+    assert a.holds("192.0.2.1"), "the owner removed its own interface address"
+    assert [e.addresses for e in a.of_type(n.RemoveAddresses)] == removed
+
+
+# ---- receive pipeline --------------------------------------------------------------------------------------
+
+
+def test_drops_are_counted_on_the_instance_whose_vrid_they_carry_or_router_wide():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=100)))
+    a.start()
+    good = encode(Advert(3, 51, 120, 100, (ip_address("192.0.2.100"),)), src=ip_address("192.0.2.9"),
+                  dst=ip_address("224.0.0.18"))
+    src, dst = ip_address("192.0.2.9"), ip_address("224.0.0.18")
+    a.node.receive("eth0", "ipv4", good, src, dst, 64, 1.0)  # TTL
+    a.node.receive("eth0", "ipv4", good[:-1] + bytes([good[-1] ^ 1]), src, dst, 255, 1.0)  # checksum
+    other = encode(Advert(3, 77, 120, 100, (ip_address("192.0.2.100"),)), src=src, dst=dst)
+    a.node.receive("eth0", "ipv4", other, src, dst, 255, 1.0)  # VRID 77 unknown here
+    a.node.receive("eth0", "ipv4", good, src, dst, 255, 1.0)
+    stats = a.node.router("VI_1").stats
+    assert (stats.ttl_errors, stats.checksum_errors, stats.adverts_rx) == (1, 1, 1)
+    assert a.node.global_stats.vrid_errors == 1
+    assert a.node.router("VI_1").fsm.master_address == src
+
+
+# ---- sync groups -------------------------------------------------------------------------------------------
+
+GROUP = '[[sync_group]]\nname = "G"\ninstances = ["VI_1", "VI_2"]\n'
+SCRIPT = '[[script]]\nname = "chk"\ncommand = ["/bin/true"]\nweight = 0\n\n'
+
+
+def grouped(name, prio1, prio2, address, lan, track_1=()):
+    text = SCRIPT + instance("VI_1", 51, prio1, ("192.0.2.100/24",), track_script=list(track_1)) + \
+        instance("VI_2", 52, prio2, ("192.0.2.101/24",)) + GROUP
+    return Host(lan, name, config(text), address)
+
+
+def test_a_members_fault_holds_its_siblings_in_the_same_call():
+    lan = Lan()
+    a = grouped("a", 150, 150, "192.0.2.1/24", lan, track_1=("chk",))
+    a.feed(n.ScriptChanged("chk", True))
+    a.start()
+    lan.run_until(MDI_150)
+    assert (a.state("VI_1"), a.state("VI_2")) == (State.MASTER, State.MASTER)
+    effects = a.feed(n.ScriptChanged("chk", False))  # one call: no netlink round trip in between
+    changes = [(e.name, e.new) for _, e in routed_to(effects, n.StateChanged)]
+    assert changes == [("VI_1", State.FAULT), ("VI_2", State.FAULT)]
+    assert SyncHeld("G") in a.node.router("VI_2").fsm.faults
+    assert TrackedScriptDown("chk") in a.node.router("VI_1").fsm.faults
+    effects = a.feed(n.ScriptChanged("chk", True))
+    assert [(e.name, e.new) for _, e in routed_to(effects, n.StateChanged)] == [
+        ("VI_1", State.BACKUP), ("VI_2", State.BACKUP)]
+
+
+def test_members_go_master_together_and_yield_together():
+    lan = Lan()
+    a = grouped("a", 150, 150, "192.0.2.1/24", lan)
+    b = grouped("b", 100, 100, "192.0.2.2/24", lan)
+    a.start(), b.start()
+    lan.run_until(10.0)
+    assert [a.state(x) for x in ("VI_1", "VI_2")] == [State.MASTER, State.MASTER]
+    assert [b.state(x) for x in ("VI_1", "VI_2")] == [State.BACKUP, State.BACKUP]
+    lan.cut.add("a")  # a falls silent: b's members want MASTER and go together
+    lan.run_until(10.0 + MDI_100 + 1)
+    assert [b.state(x) for x in ("VI_1", "VI_2")] == [State.MASTER, State.MASTER]
+    lan.cut.clear()  # a is heard again: b's members yield together
+    lan.run_until(30.0)
+    assert [b.state(x) for x in ("VI_1", "VI_2")] == [State.BACKUP, State.BACKUP]
+    assert [a.state(x) for x in ("VI_1", "VI_2")] == [State.MASTER, State.MASTER]
+
+
+def test_no_thrash_when_the_members_peers_disagree():
+    """b's VI_1 peer is silent, its VI_2 peer is a live higher-priority master: b's VI_1 wants MASTER, VI_2
+    does not; keepalived prefers BACKUP to thrashing, so nothing moves (the old rule flapped every MDI)."""
+    lan = Lan()
+    live = Host(lan, "live", config(instance("VI_2", 52, 200, ("192.0.2.101/24",))), "192.0.2.9/24")
+    b = grouped("b", 100, 100, "192.0.2.2/24", lan)
+    live.start(), b.start()
+    lan.run_until(60.0)
+    assert live.state("VI_2") is State.MASTER
+    assert [b.state(x) for x in ("VI_1", "VI_2")] == [State.BACKUP, State.BACKUP]
+    assert b.node.router("VI_1").fsm.wants_master
+    assert b.transitions() == [("VI_1", "INIT", "BACKUP"), ("VI_2", "INIT", "BACKUP")]
+    assert not live.of_type(n.AddAddresses)[1:], "the live master lost its VIP even once"
+
+
+# ---- tracking ----------------------------------------------------------------------------------------------
+
+
+def test_tracking_weights_move_the_priority_and_weight_zero_means_fault():
+    lan = Lan()
+    text = ('[[script]]\nname = "minus"\ncommand = ["/bin/true"]\nweight = -60\n\n'
+            + instance(priority=150, track_script=["minus"], track_interface=Raw('[{ name = "eth1", weight = 0 }]')))
+    a = Host(lan, "a", config(text))
+    a.up["eth1"], a.index["eth1"] = True, 3
+    a.feed(a.link_event("eth1"))
+    a.start()
+    r = a.node.router("VI_1")
+    assert r.fsm.effective_priority == 150
+    a.feed(n.ScriptChanged("minus", False))
+    assert r.fsm.effective_priority == 90
+    a.set_link(False, "eth1")
+    assert a.state() is State.FAULT
+    a.set_link(True, "eth1")
+    assert a.state() is State.BACKUP
+    a.set_link(False)
+    assert a.state() is State.FAULT and LinkDown() in r.fsm.faults
+
+
+# ---- reload ------------------------------------------------------------------------------------------------
+
+
+def test_a_reload_of_a_master_goes_through_its_queue_and_never_touches_a_vip_that_stays():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150, vips=("192.0.2.100/24", "192.0.2.101/24"))))
+    a.start()
+    lan.run_until(MDI_150)
+    rid = a.node.router("VI_1").id
+    effects = a.feed(n.Reconfigure(config(instance(priority=150, vips=("192.0.2.100/24", "192.0.2.102/24")))))
+    addressing = [(r, type(e).__name__, getattr(e, "addresses", None)) for r, e in effects
+                  if isinstance(e, (n.AddAddresses, n.RemoveAddresses))]
+    assert addressing == [(rid, "AddAddresses", (v4("192.0.2.102/24"),)),
+                          (rid, "RemoveAddresses", (v4("192.0.2.101/24"),))]
+    assert all(isinstance(e, n.QUEUED) for _, e in effects if isinstance(e, (n.AddAddresses, n.RemoveAddresses)))
+    announced = routed_to(effects, n.Announce)
+    assert len(announced) == 1 and announced[0][0] == rid and len(announced[0][1].frames) == 1
+    assert routed_to(effects, n.Transmit)  # the new list is advertised at once
+    assert a.holds("192.0.2.100") and a.holds("192.0.2.102") and not a.holds("192.0.2.101")
+    assert a.state() is State.MASTER and a.transitions() == [("VI_1", "INIT", "BACKUP"), ("VI_1", "BACKUP", "MASTER")]
+
+
+def test_a_reload_removes_an_instance_like_a_shutdown_and_adds_one_on_a_missing_interface_alone():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150)))
+    a.start()
+    lan.run_until(MDI_150)
+    old = a.node.router("VI_1").id
+    text = instance("VI_2", 52, 150, ("192.0.2.110/24",)) + instance("VI_3", 53, 150, ("192.0.2.111/24",)).replace(
+        'interface = "eth0"', 'interface = "eth9"')
+    effects = a.feed(n.Reconfigure(config(text)))
+    mine = [e for r, e in effects if r == old]
+    assert [type(e).__name__ for e in mine if not isinstance(e, n.Notify)] == [
+        "Transmit", "RemoveAddresses", "StateChanged", "Retire"]
+    assert mine[0].packets and Advert is not None
+    assert a.state("VI_3") is State.FAULT and a.state("VI_2") is State.BACKUP
+
+
+def test_a_reload_changing_a_prefix_removes_the_old_one_first():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150, vips=("2001:db8::100/64",))), "192.0.2.1/24")
+    a.start()
+    lan.run_until(MDI_150)
+    effects = a.feed(n.Reconfigure(config(instance(priority=150, vips=("2001:db8::100/128",)))))
+    kinds = [(type(e).__name__, tuple(map(str, e.addresses))) for _, e in effects
+             if isinstance(e, (n.AddAddresses, n.RemoveAddresses))]
+    assert kinds == [("RemoveAddresses", ("2001:db8::100/64",)), ("AddAddresses", ("2001:db8::100/128",))]
+    assert a.holds("2001:db8::100")
+
+
+# ---- failures never drop what follows ------------------------------------------------------------------
+
+
+def test_a_failed_send_is_counted_and_the_next_advert_still_goes():
+    lan, a, b = pair()
+    a.start(), b.start()
+    lan.run_until(MDI_150)
+    r = a.node.router("VI_1")
+    sent = r.stats.adverts_tx
+    a.failing_sends = 1
+    lan.run_until(MDI_150 + 1.0)
+    assert r.stats.send_errors == 1 and r.stats.adverts_tx == sent
+    lan.run_until(MDI_150 + 2.0)
+    assert r.stats.adverts_tx == sent + 1
+
+
+def test_the_timer_heap_keeps_exact_deadlines_for_many_routers():
+    lan = Lan()
+    text = "".join(instance(f"VI_{i}", i, 150, (f"192.0.2.{100 + i}/24",), interval=1.0 + i / 100)
+                   for i in range(1, 41))
+    a = Host(lan, "a", config(text))
+    a.start()
+    assert a.node.next_deadline() == pytest.approx(master_down_interval_cs(150, 101) / 100)
+    lan.run_until(10.0)
+    assert all(r.fsm.state is State.MASTER for r in a.node.routers.values())
+    lan.run_until(20.0)
+    sent = [t for t, tx in a.sent if tx.packets and tx.src == ip_address("192.0.2.1")]
+    assert len(sent) > 40 * 9

@@ -1,0 +1,200 @@
+"""The Node's vocabulary: the events the runtime hands it and the effects it hands back (frozen values).
+
+Effects addressed to a router are carried out in the order given. Those in QUEUED wait behind that router's
+earlier effects (address changes, and what must follow them: announcements after the addresses are in, a
+notify after the addresses moved); the others are carried out at once (an advert never waits for netlink:
+RFC 5798 6.4.2 sends it before the addresses are taken, and it does not depend on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from daemonkit.net import Address, Interface
+from vrrpd.config import Config, Script
+from vrrpd.core.fsm import State
+from vrrpd.core.notify import Job
+
+
+# ---- events (inputs) ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PacketIn:
+    """A VRRP message (the bytes after the IP header) received on a socket of (ifname, family)."""
+
+    ifname: str
+    family: str
+    payload: bytes
+    src: Address
+    dst: Address
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """What the kernel says of interface `ifname`; `index` None: there is no such interface (now)."""
+
+    ifname: str
+    index: int | None
+    up: bool = False  # administratively up with carrier
+    mac: str | None = None
+    forwarding: bool = False  # IPv6 forwarding on the interface (the NA router flag)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressChanged:
+    """An address appeared on (`present`) or left interface `ifname`; `flags` are its IFA_F_* flags."""
+
+    ifname: str
+    address: Interface
+    present: bool
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptChanged:
+    name: str
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SocketChanged:
+    """The advert socket of (ifname, family) is open and bound to interface `index`, or (None) is not open."""
+
+    ifname: str
+    family: str
+    index: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectFailed:
+    """Carrying out `effect` of router `router` failed; `exists`: an address to add was already there."""
+
+    router: int
+    effect: object
+    error: str
+    exists: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The facts are in (links, addresses, sockets): leave INIT."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Shut down: masters resign with priority 0 and release their addresses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    config: Config
+
+
+Event = PacketIn | LinkChanged | AddressChanged | ScriptChanged | SocketChanged | EffectFailed | Start | Stop | Reconfigure
+
+
+# ---- effects (outputs) --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Send each (destination, VRRP message) from `src` on the socket of (ifname, family)."""
+
+    ifname: str
+    family: str
+    src: Address
+    packets: tuple[tuple[Address, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddresses:
+    ifname: str
+    addresses: tuple[Interface, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAddresses:
+    ifname: str
+    addresses: tuple[Interface, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Send these gratuitous ARP / unsolicited NA frames `repeat` times on `ifname`."""
+
+    ifname: str
+    frames: tuple[bytes, ...]
+    repeat: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """For the log line and the systemd status: router `name` moved `old -> new`."""
+
+    name: str
+    vrid: int
+    family: str
+    old: State
+    new: State
+    reason: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSocket:
+    """Open (or re-open: the interface was re-created) the advert socket of (ifname, family); answer SocketChanged."""
+
+    ifname: str
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSocket:
+    ifname: str
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunScripts:
+    """The health-check scripts to run now (the runtime starts the new ones and stops the others)."""
+
+    scripts: tuple[Script, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str  # "info" | "warning" | "error"
+    event: str
+    fields: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A one-line summary for systemd's STATUS=, bounded whatever the number of instances."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """The router is gone (a reload removed it): nothing follows in its queue."""
+
+
+Effect = (Transmit | AddAddresses | RemoveAddresses | Announce | Notify | StateChanged | OpenSocket | CloseSocket
+          | RunScripts | Log | Status | Retire)
+QUEUED = (AddAddresses, RemoveAddresses, Announce, Notify, Retire)
+
+
+class Routed(NamedTuple):
+    router: int | None  # the router's id (stable across renames); None: the node itself
+    effect: Effect

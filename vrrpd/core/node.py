@@ -1,0 +1,624 @@
+"""All of one daemon's virtual routers: packets, links, addresses, scripts and reloads in; effects and one deadline out.
+
+The layer above `fsm.VirtualRouter`, as h11's ConnectionState is above its per-role machines. It decides what
+the runtime must not: which router a packet is for and which counter its drop goes to; which facts of the host
+put a router in FAULT (its interface missing or down, no working socket, no source address, a tracked object
+down); how sync groups couple their members, settled to a fixed point inside each call so that no member waits
+for I/O to follow another; what a reload changes; which addresses this daemon installed and may therefore
+remove; and the order effects go out in. No socket, clock, asyncio or os: every entry point takes `now`, the
+caller's monotonic time in seconds, and returns `Routed` effects; `next_deadline()` says when to call again.
+Its vocabulary, the events and effects, is `vrrpd.core.events`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address
+
+from daemonkit.net import Address, Interface
+from vrrpd.config import Config, Instance, Script
+from vrrpd.core import fsm, packet
+from vrrpd.core.adverts import AdvertCache, params_for
+from vrrpd.core.checks import check_advert
+from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
+from vrrpd.core.fsm import FaultReason, State
+from vrrpd.core.events import (
+    AddAddresses, AddressChanged, Announce, CloseSocket, EffectFailed, Effect, Event, LinkChanged, Log,
+    Notify, OpenSocket, PacketIn, Reconfigure, RemoveAddresses, Retire, Routed, RunScripts, ScriptChanged,
+    SocketChanged, Start, StateChanged, Status, Stop, Transmit,
+)
+from vrrpd.core.notify import jobs_for
+from vrrpd.core.stats import Stats
+from vrrpd.core.tracking import evaluate
+
+IFA_F_SECONDARY, IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x80, 0x40, 0x08
+RESTART_ONLY = ("control_socket", "metrics_listen", "log_format", "log_level")  # [global] keys a reload cannot change
+MAX_SETTLE_ROUNDS = 64  # a fixed point is reached in a few rounds; more means a bug in the coupling rules
+_HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress,
+                fsm.TrackedInterfaceDown, fsm.TrackedScriptDown)  # everything but SyncHeld: the facts decide them
+
+
+# ---- one router's bookkeeping -------------------------------------------------------------------------------
+
+
+class _Router:
+    __slots__ = ("id", "inst", "vips", "fsm", "stats", "cache", "primary", "installed", "since", "frames",
+                 "group", "scheduled", "started")
+
+    def __init__(self, router_id: int, inst: Instance, now: float):
+        self.id = router_id
+        self.inst = inst
+        self.vips = frozenset(v.ip for v in inst.virtual_ipaddress)
+        self.fsm = fsm.VirtualRouter(params_for(inst, _unspecified(inst.family)))
+        self.stats = Stats()
+        self.cache = AdvertCache(inst, _unspecified(inst.family))
+        self.primary: Address | None = None
+        self.installed: set[Interface] = set()  # addresses this daemon added and has not removed since
+        self.since = now
+        self.frames: tuple[tuple, tuple[bytes, ...]] | None = None  # (what they were built from, frames)
+        self.group: str | None = None
+        self.scheduled: float | None = None  # the deadline of this router's live entry in the timer heap
+        self.started = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.inst.interface, self.inst.family)
+
+
+def _unspecified(family: str) -> Address:
+    return IPv4Address(0) if family == "ipv4" else IPv6Address(0)
+
+
+# ---- the node -----------------------------------------------------------------------------------------------
+
+
+class Node:
+    def __init__(self, config: Config, now: float = 0.0):
+        self.config = config
+        self.routers: dict[int, _Router] = {}
+        self.global_stats = Stats()  # drops no instance can be blamed for
+        self._ids = itertools.count(1)
+        self._by_link: dict[tuple[str, str], dict[int, _Router]] = {}  # (ifname, family) -> vrid -> router
+        self._links: dict[str, LinkChanged] = {}
+        self._addrs: dict[str, dict[Address, tuple[Interface, int]]] = {}  # ifname -> ip -> (address, flags)
+        self._sockets: dict[tuple[str, str], int | None] = {}  # the index each open advert socket is bound to
+        self._requested: dict[tuple[str, str], int] = {}  # OpenSocket asked for this index, no answer yet
+        self._scripts_up: dict[str, bool | None] = {}
+        self._groups: dict[str, list[_Router]] = {}
+        self._dirty_groups: set[str] = set()
+        self._yielded: set[str] = set()  # groups with a member that gave MASTER up for a reason of its own
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, tie-break, router id); stale entries skipped
+        self._seq = itertools.count()
+        self._out: list[Routed] = []
+        self._touched: dict[int, _Router] = {}
+        self._status_dirty = False
+        self._links_up: dict[str, bool] = {}
+        self._primaries: dict[tuple[str, str], Address | None] = {}  # per (interface, family), from _addrs
+        self._vip_router: dict[tuple[str, Address], _Router] = {}
+        self._vip_ips: frozenset[Address] = frozenset()
+        self._scripts: dict[str, Script] = {}
+        self.started = False
+        for inst in config.instances:
+            self._add(inst, now)
+        self._index_vips()
+        self._regroup()
+        self._want_scripts()
+
+    # -- entry points ------------------------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Routed]:
+        match event:
+            case PacketIn():
+                return self.receive(event.ifname, event.family, event.payload, event.src, event.dst, event.ttl, now)
+            case LinkChanged():
+                self._link(event, now)
+            case AddressChanged():
+                self._address(event, now)
+            case ScriptChanged(name=name, up=up):
+                self._scripts_up[name] = up
+                self._refresh_where(lambda r: name in r.inst.track_script, now)
+            case SocketChanged():
+                self._socket(event, now)
+            case EffectFailed():
+                self._failed(event)
+            case Start():
+                self._start(now)
+            case Stop():
+                for r in list(self.routers.values()):
+                    self._apply(r, r.fsm.handle(fsm.Shutdown(), now), now)
+            case Reconfigure(config=config):
+                self._reconfigure(config, now)
+            case _:
+                raise fsm.ProtocolMisuse(f"unknown event {event!r}")
+        return self._finish(now)
+
+    def receive(self, ifname: str, family: str, payload: bytes, src: Address, dst: Address, ttl: int,
+                now: float) -> list[Routed]:
+        """One received message: decoded, routed by VRID, checked against its instance, counted, then believed."""
+        routers = self._by_link.get((ifname, family), {})
+        result = packet.decode(payload, src=src, dst=dst, ttl=ttl)
+        if isinstance(result, packet.Drop):
+            # Blame the instance whose VRID byte it carries, else the router-wide counters.
+            target = routers.get(payload[1]) if len(payload) > 1 else None
+            (target.stats if target else self.global_stats).count_drop(result.reason)
+            return []
+        r = routers.get(result.vrid)
+        if r is None:
+            self.global_stats.count_drop(packet.DropReason.VRID)
+            return []
+        if src == r.primary:
+            return []  # our own advert, looped back (unicast to ourselves)
+        reason = check_advert(result, src, r.inst, r.vips)
+        if reason is not None:
+            r.stats.count_drop(reason)
+            return []
+        stats = r.stats
+        stats.adverts_rx += 1
+        if result.priority == 0:
+            stats.priority_zero_rx += 1
+        if result.checksum_form is packet.ChecksumForm.MESSAGE and result.version == 3:
+            stats.checksum_rfc9568_rx += 1
+        effects = r.fsm.handle(fsm.AdvertReceived(result, src), now)
+        if not effects:
+            # The common case, a backup hearing its master: nothing to do but keep the timer right (a
+            # later deadline is found when the earlier entry comes due; an earlier one, Skew_Time after a
+            # priority 0, is scheduled now).
+            deadline = r.fsm.next_deadline()
+            if deadline is not None and (r.scheduled is None or deadline < r.scheduled):
+                self._schedule(r, deadline)
+            return []
+        self._apply(r, effects, now)
+        return self._finish(now)
+
+    def handle_timer(self, now: float) -> list[Routed]:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, router_id = heapq.heappop(heap)
+            r = self.routers.get(router_id)
+            if r is None or r.scheduled != deadline:
+                continue  # stale: the router is gone or was re-scheduled earlier
+            r.scheduled = None
+            self._apply(r, r.fsm.handle_timer(now), now)
+            if r.fsm.wants_master and r.group is not None:
+                self._dirty_groups.add(r.group)
+        return self._finish(now)
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap:
+            deadline, _, router_id = heap[0]
+            r = self.routers.get(router_id)
+            if r is not None and r.scheduled == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    # -- what the runtime asks -------------------------------------------------------------------------------
+
+    def router(self, name: str) -> _Router | None:
+        return next((r for r in self.routers.values() if r.inst.name == name), None)
+
+    def link_state(self, ifname: str) -> str:
+        link = self._links.get(ifname)
+        if link is None or link.index is None:
+            return "missing"
+        return "up" if link.up else "down"
+
+    def script_state(self, name: str) -> str:
+        up = self._scripts_up.get(name)
+        return "pending" if up is None else "up" if up else "down"
+
+    def summary(self) -> str:
+        counts = {state: 0 for state in State}
+        for r in self.routers.values():
+            counts[r.fsm.state] += 1
+        shown = ", ".join(f"{n} {state.value}" for state, n in counts.items() if n)
+        return f"{len(self.routers)} instances: {shown}" if self.routers else "no instances"
+
+    # -- facts of the host -----------------------------------------------------------------------------------
+
+    def _link(self, event: LinkChanged, now: float) -> None:
+        old = self._links.get(event.ifname)
+        self._links[event.ifname] = event
+        self._links_up[event.ifname] = event.index is not None and event.up
+        if old is None or old.index != event.index:
+            # A new interface, or the old one gone or re-created: what was on the old one is gone with it,
+            # its sockets too (bound to the old index, deaf and mute: keepalived reopens them as well).
+            self._addrs.pop(event.ifname, None)
+            self._primaries = {k: v for k, v in self._primaries.items() if k[0] != event.ifname}
+            for r in self.routers.values():
+                if r.inst.interface == event.ifname:
+                    r.installed.clear()
+            for key in self._by_link:
+                if key[0] == event.ifname:
+                    self._requested.pop(key, None)
+                    if self._sockets.pop(key, None) is not None and event.index is None:
+                        self._emit(None, CloseSocket(*key))
+                    self._open_socket(key)
+        self._refresh_where(lambda r: r.inst.interface == event.ifname
+                            or any(t.name == event.ifname for t in r.inst.track_interface), now)
+
+    def _address(self, event: AddressChanged, now: float) -> None:
+        table = self._addrs.setdefault(event.ifname, {})
+        ip = event.address.ip
+        if event.present:
+            table[ip] = (event.address, event.flags)
+        else:
+            table.pop(ip, None)
+            r = self._vip_router.get((event.ifname, ip))
+            if r is not None and event.address in r.installed and r.fsm.state is State.MASTER:
+                # Someone removed a VIP from under this master: put it back at once (resigning would leave
+                # the address nowhere until the peer's Master_Down_Interval) and say so, in the log and
+                # the counter, so that a network manager fighting us is seen.
+                r.installed.discard(event.address)
+                r.stats.vips_restored += 1
+                self._install(r, (event.address,), now)
+                self._emit(r, Announce(r.inst.interface, self._frames(r, {ip}), 1))
+                self._emit(r, Log("warning", "vip_restored", {"instance": r.inst.name, "address": str(event.address)}))
+        if ip in self._vip_ips:
+            return  # a VIP is never a source address: no router's primary changes
+        self._primaries = {k: v for k, v in self._primaries.items() if k[0] != event.ifname}
+        self._refresh_where(lambda r: r.inst.interface == event.ifname, now)
+
+    def _socket(self, event: SocketChanged, now: float) -> None:
+        key = (event.ifname, event.family)
+        self._requested.pop(key, None)
+        self._sockets[key] = event.index
+        if event.error:
+            self._emit(None, Log("error", "socket_failed", {"interface": event.ifname, "family": event.family,
+                                                            "error": event.error}))
+        self._refresh_where(lambda r: r.key == key, now)
+
+    def _open_socket(self, key: tuple[str, str]) -> None:
+        link = self._links.get(key[0])
+        if link is None or link.index is None or self._requested.get(key) == link.index:
+            return
+        if self._sockets.get(key) == link.index:
+            return
+        self._requested[key] = link.index
+        self._emit(None, OpenSocket(*key))
+
+    def _primary(self, r: _Router) -> Address | None:
+        """The source of the router's adverts: `unicast_src` while it is on the interface, else the interface's."""
+        if r.inst.unicast_src is not None:
+            present = r.inst.unicast_src in self._addrs.get(r.inst.interface, {})
+            return r.inst.unicast_src if present else None
+        key = r.key
+        if key not in self._primaries:
+            self._primaries[key] = self._interface_primary(*key)
+        return self._primaries[key]
+
+    def _interface_primary(self, ifname: str, family: str) -> Address | None:
+        """RFC 5798 5.1.1.1 / 5.1.2.1: the first primary IPv4 address (else any), or the IPv6 link-local; never
+        a VIP of a non-owner instance here. A true owner's VIP is its own address, and may be its source."""
+        usable = [(iface, flags) for ip, (iface, flags) in self._addrs.get(ifname, {}).items()
+                  if ip not in self._vip_ips and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)]
+        if family == "ipv6":
+            return next((iface.ip for iface, _ in usable if iface.version == 6 and iface.ip.is_link_local), None)
+        usable = [(iface, flags) for iface, flags in usable if iface.version == 4]
+        primaries = [iface for iface, flags in usable if not flags & IFA_F_SECONDARY]
+        chosen = (primaries or [iface for iface, _ in usable] or [None])[0]
+        return chosen.ip if chosen is not None else None
+
+    def _host_faults(self, r: _Router) -> set[FaultReason]:
+        link = self._links.get(r.inst.interface)
+        if link is None or link.index is None:
+            return {fsm.NoInterface()}
+        faults: set[FaultReason] = set()
+        if not link.up:
+            faults.add(fsm.LinkDown())
+        if self._sockets.get(r.key) != link.index:
+            faults.add(fsm.NoSocket())
+        if r.primary is None:
+            faults.add(fsm.NoAddress())
+        return faults
+
+    def _refresh_where(self, which, now: float) -> None:
+        for r in list(self.routers.values()):
+            if which(r):
+                self._refresh(r, now)
+
+    def _refresh(self, r: _Router, now: float) -> None:
+        """Bring the router in line with the facts: source address, FAULT reasons, effective priority."""
+        primary = self._primary(r)
+        if primary != r.primary:
+            r.primary = primary
+            src = primary or _unspecified(r.inst.family)
+            r.cache = AdvertCache(r.inst, src)
+            r.fsm.reconfigure(params_for(r.inst, src, r.fsm.params.sync_gated))
+        verdict = evaluate(r.inst, self._links_up, self._scripts_up, self._scripts)
+        wanted = self._host_faults(r) | verdict.faults
+        current = {f for f in r.fsm.faults if isinstance(f, _HOST_FAULTS)}
+        effects: list[fsm.Effect] = []
+        for reason in sorted(wanted - current, key=lambda f: f.label):  # new reasons first: no BACKUP between
+            effects += r.fsm.handle(fsm.FaultChanged(True, reason), now)
+        for reason in sorted(current - wanted, key=lambda f: f.label):
+            effects += r.fsm.handle(fsm.FaultChanged(False, reason), now)
+        effects += r.fsm.handle(fsm.PriorityChanged(verdict.priority), now)
+        if wanted != current and r.group is not None:
+            self._dirty_groups.add(r.group)
+        self._apply(r, effects, now)
+        if self.started and not r.started and r.key not in self._requested:
+            self._startup(r, now)
+
+    # -- start, reload, scripts ------------------------------------------------------------------------------
+
+    def _start(self, now: float) -> None:
+        if self.started:
+            raise fsm.ProtocolMisuse("start twice")
+        self.started = True
+        for r in list(self.routers.values()):
+            self._remove_stale(r)
+            self._refresh(r, now)
+
+    def _startup(self, r: _Router, now: float) -> None:
+        r.started = True
+        self._apply(r, r.fsm.handle(fsm.Startup(), now), now)
+
+    def _remove_stale(self, r: _Router) -> None:
+        """SPEC 4: VIPs of an instance found at start-up were left by an earlier run (a crash): removed, unless
+        the router is the address owner, whose addresses are its own."""
+        if r.fsm.params.owner:
+            return
+        table = self._addrs.get(r.inst.interface, {})
+        stale = tuple(table[v.ip][0] for v in r.inst.virtual_ipaddress if v.ip in table)
+        if stale:
+            for iface in stale:
+                table.pop(iface.ip, None)
+            self._emit(r, RemoveAddresses(r.inst.interface, stale))
+            self._emit(r, Log("warning", "stale_vips_removed", {"instance": r.inst.name,
+                                                                "addresses": [str(a) for a in stale]}))
+
+    def _add(self, inst: Instance, now: float) -> _Router:
+        r = _Router(next(self._ids), inst, now)
+        self.routers[r.id] = r
+        self._by_link.setdefault(r.key, {})[inst.vrid] = r
+        self._open_socket(r.key)
+        return r
+
+    def _index_vips(self) -> None:
+        """Which router each VIP belongs to, and which addresses are never a source (non-owner VIPs)."""
+        self._vip_router = {(r.inst.interface, ip): r for r in self.routers.values() for ip in r.vips}
+        self._vip_ips = frozenset(ip for r in self.routers.values() if r.inst.priority != fsm.OWNER_PRIORITY
+                                  for ip in r.vips)
+        self._primaries = {}
+        self._scripts = {s.name: s for s in self.config.scripts}
+
+    def _drop(self, r: _Router) -> None:
+        del self.routers[r.id]
+        on_link = self._by_link[r.key]
+        del on_link[r.inst.vrid]
+        if not on_link:
+            del self._by_link[r.key]
+            self._requested.pop(r.key, None)
+            if self._sockets.pop(r.key, None) is not None:
+                self._emit(None, CloseSocket(*r.key))
+
+    def _regroup(self) -> None:
+        """Sync-group membership from the config; a member of a group of one is not gated."""
+        by_name = {r.inst.name: r for r in self.routers.values()}
+        self._groups = {g.name: [by_name[n] for n in g.instances if n in by_name] for g in self.config.sync_groups}
+        for r in self.routers.values():
+            r.group = None
+        for name, members in self._groups.items():
+            for r in members:
+                r.group = name
+        for r in self.routers.values():
+            gated = r.group is not None and len(self._groups[r.group]) > 1
+            if gated != r.fsm.params.sync_gated:
+                r.fsm.reconfigure(dataclasses.replace(r.fsm.params, sync_gated=gated))
+        self._dirty_groups |= set(self._groups)
+
+    def _want_scripts(self) -> None:
+        used = {name for inst in self.config.instances for name in inst.track_script}
+        self._scripts_up = {name: self._scripts_up.get(name) for name in used}
+        self._emit(None, RunScripts(tuple(s for s in self.config.scripts if s.name in used)))
+
+    def _reconfigure(self, new: Config, now: float) -> None:
+        old_global = self.config.global_
+        restart_only = [k for k in RESTART_ONLY if getattr(old_global, k) != getattr(new.global_, k)]
+        if restart_only:  # the old values stay in force: said once, not silently ignored
+            self._emit(None, Log("warning", "reload_needs_restart", {
+                "keys": restart_only, "detail": "[global] changes to these keys take effect at the next start"}))
+            new = dataclasses.replace(new, global_=dataclasses.replace(
+                new.global_, **{k: getattr(old_global, k) for k in restart_only}))
+        by_key = {r.inst.key: r for r in self.routers.values()}
+        wanted = {inst.key: inst for inst in new.instances}
+        for key in by_key.keys() - wanted.keys():  # removed: released like a shutdown (priority 0)
+            r = by_key[key]
+            self._apply(r, r.fsm.handle(fsm.Shutdown(), now), now)
+            self._emit(r, Retire())
+            self._drop(r)
+        scripts_changed = new.scripts != self.config.scripts or {i.track_script for i in new.instances} != {
+            i.track_script for i in self.config.instances}
+        self.config = new
+        for key in by_key.keys() & wanted.keys():
+            self._keep(by_key[key], wanted[key], now)
+        for key in wanted.keys() - by_key.keys():
+            self._add(wanted[key], now)
+        self._index_vips()
+        self._regroup()
+        if scripts_changed:
+            self._want_scripts()
+        for r in list(self.routers.values()):
+            self._refresh(r, now)
+        self._status_dirty = True
+
+    def _keep(self, r: _Router, inst: Instance, now: float) -> None:
+        """Same (interface, vrid, family): same state; a master's addresses are diffed, a VIP that stays is
+        never touched (RFC 5798 leaves reloads to us; keepalived does the same)."""
+        old = {v.ip: v for v in r.inst.virtual_ipaddress}
+        new = {v.ip: v for v in inst.virtual_ipaddress}
+        r.inst = inst
+        r.vips = frozenset(new)
+        r.frames = None
+        src = r.primary or _unspecified(inst.family)
+        r.cache = AdvertCache(inst, src)
+        r.fsm.reconfigure(params_for(inst, src, r.fsm.params.sync_gated))
+        if r.fsm.state is not State.MASTER:
+            return
+        reprefixed = [old[ip] for ip in old.keys() & new.keys() if old[ip] != new[ip] and old[ip] in r.installed]
+        gone = [v for ip, v in old.items() if ip not in new and v in r.installed]
+        if reprefixed:  # the kernel keys an IPv6 address by address alone: the old prefix must go first
+            self._uninstall(r, reprefixed)
+        added = [v for ip, v in new.items() if old.get(ip) != v]
+        self._install(r, added, now)
+        self._uninstall(r, gone)
+        if added:
+            self._emit(r, Announce(inst.interface, self._frames(r, {v.ip for v in added}), 1))
+        self._apply(r, [fsm.SendAdvert(r.fsm.effective_priority)], now)
+
+    # -- sync groups -------------------------------------------------------------------------------------------
+
+    def _settle(self, now: float) -> None:
+        """keepalived's vrrp_sync_group, as state-triggered transitions folded to a fixed point (h11's rule)."""
+        for _ in range(MAX_SETTLE_ROUNDS):
+            if not self._dirty_groups:
+                return
+            dirty, self._dirty_groups = self._dirty_groups, set()
+            for name in sorted(dirty):
+                self._settle_group(name, self._groups.get(name, []), now)
+        raise fsm.ProtocolMisuse(f"sync groups did not settle in {MAX_SETTLE_ROUNDS} rounds")
+
+    def _settle_group(self, name: str, members: list[_Router], now: float) -> None:
+        held = fsm.SyncHeld(name)
+        # One member in FAULT for a reason of its own holds every other member in FAULT.
+        faulty = {r.id for r in members if any(not isinstance(f, fsm.SyncHeld) for f in r.fsm.faults)}
+        for r in members:
+            hold = bool(faulty - {r.id})
+            if hold != (held in r.fsm.faults):
+                self._apply(r, r.fsm.handle(fsm.FaultChanged(hold, held), now), now)
+        # A member that gave MASTER up (a higher priority master) takes its masters along to BACKUP.
+        if name in self._yielded:
+            self._yielded.discard(name)
+            for r in members:
+                if r.fsm.state is State.MASTER:
+                    self._apply(r, r.fsm.handle(fsm.SyncTo(State.BACKUP, f"sync_group:{name}"), now), now)
+        # MASTER only together: once every member is MASTER or wants to be (keepalived: prefer BACKUP to
+        # thrashing when the members' peers disagree).
+        wanting = [r for r in members if r.fsm.wants_master]
+        if wanting and all(r.fsm.state is State.MASTER or r.fsm.wants_master for r in members):
+            for r in wanting:
+                self._apply(r, r.fsm.handle(fsm.SyncTo(State.MASTER, f"sync_group:{name}"), now), now)
+
+    # -- carrying effects out ------------------------------------------------------------------------------
+
+    def _emit(self, r: _Router | None, effect: Effect) -> None:
+        self._out.append(Routed(r.id if r is not None else None, effect))
+
+    def _schedule(self, r: _Router, deadline: float) -> None:
+        r.scheduled = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), r.id))
+
+    def _apply(self, r: _Router, effects: Iterable[fsm.Effect], now: float) -> None:
+        """The router's state-machine effects, made concrete: bytes, addresses, frames, jobs."""
+        self._touched[r.id] = r
+        for effect in effects:
+            match effect:
+                case fsm.SendAdvert(priority=priority):
+                    self._transmit(r, priority)
+                case fsm.AddAddresses():
+                    self._install(r, r.inst.virtual_ipaddress, now)
+                case fsm.RemoveAddresses():
+                    self._uninstall(r, list(r.installed))
+                case fsm.Announce(count=count):
+                    if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
+                        self._emit(r, Announce(r.inst.interface, self._frames(r), count))
+                case fsm.StateChanged(old=old, new=new, reason=reason):
+                    self._state_changed(r, old, new, reason, now)
+
+    def _transmit(self, r: _Router, priority: int) -> None:
+        link = self._links.get(r.inst.interface)
+        if r.primary is None or link is None or link.index is None or self._sockets.get(r.key) != link.index:
+            return  # no socket or no source to send from (the router is in FAULT, or on its way there)
+        packets = r.cache.adverts(priority)
+        r.stats.adverts_tx += len(packets)
+        if priority == 0:
+            r.stats.priority_zero_tx += len(packets)
+        self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, packets))
+
+    def _install(self, r: _Router, vips: Iterable[Interface], now: float) -> None:
+        """Add what is not there yet; an address already present that we did not add is not ours to own."""
+        table = self._addrs.setdefault(r.inst.interface, {})
+        added = tuple(v for v in vips if v.ip not in table or v in r.installed)
+        added = tuple(v for v in added if v not in r.installed)
+        if not added or self._links.get(r.inst.interface, LinkChanged("", None)).index is None:
+            return
+        for v in added:
+            table[v.ip] = (v, 0)
+        r.installed.update(added)
+        self._emit(r, AddAddresses(r.inst.interface, added))
+
+    def _uninstall(self, r: _Router, vips: Iterable[Interface]) -> None:
+        removed = tuple(v for v in vips if v in r.installed)
+        if not removed:
+            return
+        r.installed.difference_update(removed)
+        table = self._addrs.get(r.inst.interface, {})
+        for v in removed:
+            table.pop(v.ip, None)
+        if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
+            self._emit(r, RemoveAddresses(r.inst.interface, removed))
+
+    def _frames(self, r: _Router, only: set[Address] | None = None) -> tuple[bytes, ...]:
+        link = self._links[r.inst.interface]
+        mac = link.mac or "00:00:00:00:00:00"
+        link_local = next((ip for ip, (_, flags) in self._addrs.get(r.inst.interface, {}).items()
+                           if ip.version == 6 and ip.is_link_local and not flags & IFA_F_TENTATIVE), None)
+        basis = (mac, link_local, link.forwarding)
+        if r.frames is None or r.frames[0] != basis:
+            source = link_local or eui64_link_local(mac)
+            frames = tuple(garp_frame(v.ip, mac) if v.version == 4 else na_frame(v.ip, mac, source, link.forwarding)
+                           for v in r.inst.virtual_ipaddress)
+            r.frames = (basis, frames)
+        if only is None:
+            return r.frames[1]
+        return tuple(f for v, f in zip(r.inst.virtual_ipaddress, r.frames[1]) if v.ip in only)
+
+    def _state_changed(self, r: _Router, old: State, new: State, reason: str, now: float) -> None:
+        r.since = now
+        if new is State.MASTER:
+            r.stats.master_transitions += 1
+        if r.group is not None:
+            self._dirty_groups.add(r.group)
+            if old is State.MASTER and new is State.BACKUP and not reason.startswith("sync"):
+                self._yielded.add(r.group)
+        priority = r.fsm.effective_priority
+        self._emit(r, StateChanged(r.inst.name, r.inst.vrid, r.inst.family, old, new, reason, priority))
+        jobs = jobs_for(r.inst, new, priority)
+        if jobs:
+            self._emit(r, Notify(jobs))
+        self._status_dirty = True
+
+    def _failed(self, event: EffectFailed) -> None:
+        r = self.routers.get(event.router)
+        stats = r.stats if r is not None else self.global_stats
+        match event.effect:
+            case Transmit(packets=packets):
+                stats.send_errors += 1
+                stats.adverts_tx -= len(packets) if r is not None else 0
+            case AddAddresses(addresses=addresses):
+                if event.exists and r is not None:
+                    r.installed.difference_update(addresses)  # there before us: not ours to remove later
+                else:
+                    stats.vip_add_errors += 1
+            case RemoveAddresses():
+                stats.vip_remove_errors += 1
+            case Announce():
+                stats.announce_errors += 1
+
+    def _finish(self, now: float) -> list[Routed]:
+        self._settle(now)
+        for r in self._touched.values():
+            deadline = r.fsm.next_deadline()
+            if deadline is not None and (r.scheduled is None or deadline < r.scheduled):
+                self._schedule(r, deadline)
+        self._touched.clear()
+        if self._status_dirty:
+            self._status_dirty = False
+            self._emit(None, Status(self.summary()))
+        out, self._out = self._out, []
+        return out

@@ -1,0 +1,51 @@
+"""The status view (SPEC section 5): what `vrrpd status --json` and the metrics show, read off the Node.
+
+Times inside the Node are monotonic; the caller's `wall_time` turns one into the ISO time an operator reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vrrpd.core.fsm import State
+from vrrpd.core.node import Node
+
+
+def status(node: Node, wall_time: Callable[[float], str]) -> dict:
+    """The `instances` and router-wide `stats` of the status document; the runtime adds pid, version, notify."""
+    return {
+        "router_id": node.config.global_.router_id,
+        "instances": [_instance(node, r, wall_time) for r in node.routers.values()],
+        "stats": node.global_stats.as_dict(),
+    }
+
+
+def _instance(node: Node, r, wall_time: Callable[[float], str]) -> dict:
+    inst, machine = r.inst, r.fsm
+    master = r.primary if machine.state is State.MASTER else machine.master_address
+    return {
+        "name": inst.name,
+        "interface": inst.interface,
+        "vrid": inst.vrid,
+        "family": inst.family,
+        "version": inst.version,
+        "state": machine.state.value,
+        "priority": inst.priority,
+        "effective_priority": machine.effective_priority,
+        "master_address": str(master) if master is not None else None,
+        "advert_interval": inst.advert_interval,
+        "master_adver_interval": machine.master_adver_interval_cs / 100,
+        "virtual_ipaddress": [str(v) for v in inst.virtual_ipaddress],
+        "since": wall_time(r.since),
+        "faults": sorted(f.label for f in machine.faults),
+        "stats": r.stats.as_dict(),
+        "track": _track(node, inst),
+    }
+
+
+def _track(node: Node, inst) -> dict:
+    """What the instance tracks and how it stands (an addition to SPEC 5: why a priority is what it is)."""
+    names = (inst.interface, *(t.name for t in inst.track_interface))
+    return {"interfaces": {name: node.link_state(name) for name in names},
+            "scripts": {name: node.script_state(name) for name in inst.track_script}}
+
