@@ -7,7 +7,7 @@ file and once with PostgreSQL (scripts/test-postgres.sh; started here if it is n
 - GET and PUT of one value through VIP-A: requests/s and p50/p99 latency, N concurrent keep-alive
   workers for a fixed time, after a warm-up.
 - Per failover trial (node-a crashed: link down, vrrpd and csserver SIGKILLed), against targets:
-  the VIP's arrival on node-b (netlink, tests.lab.netns.AddressWatcher) to the first request served on one
+  the VIP's arrival on node-b (netlink, labkit.netns.AddressWatcher) to the first request served on one
   of node-a's now orphaned contexts (target under 20 ms), seen by a prober that opens a fresh connection
   every few ms; the client's longest gap between two acknowledged writes (tests/lab/writer.py, csserver's
   own client) against Master_Down_Interval + 50 ms; the service's gap as the prober sees it; and the

@@ -30,7 +30,7 @@ def vrrpd_toml(router_id: str, control_socket: str, instances: list[dict], scrip
 class VrrpdNode:
     """One vrrpd process in one lab host."""
 
-    host: object  # tests.lab.netns.Host
+    host: object  # labkit.netns.Host
     workdir: Path
     instances: list[dict]
     scripts: list[dict] = field(default_factory=list)

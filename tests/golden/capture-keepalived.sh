@@ -1,5 +1,5 @@
 #!/bin/sh
-# How the keepalived golden adverts in tests/unit/test_packet.py were captured (keepalived 2.2.7, tshark 4.0):
+# How the keepalived golden adverts in tests/pure/vrrpd/test_packet.py were captured (keepalived 2.2.7, tshark 4.0):
 # keepalived runs as master of four instances in namespace vpk-a, tshark listens on the veth end in vpk-b.
 # Usage: capture-keepalived.sh OUT.pcap   (root; deletes its namespaces on exit). The test stores, per
 # instance, the IP source/destination and the bytes after the IP header (scapy: bytes(pkt[IP].payload)).

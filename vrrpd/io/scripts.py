@@ -21,7 +21,7 @@ class ScriptChecker:
         self.on_change = on_change
         self.status = RiseFall(script.rise, script.fall)
         self._task: asyncio.Task | None = None
-        self._log = logging.get("vrrpd.track", script=script.name)
+        self._log = logging.get("vrrpd.scripts", script=script.name)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"script:{self.script.name}")

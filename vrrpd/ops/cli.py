@@ -141,7 +141,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from vrrpd.ops.keepalived.convert import KeepalivedParseError, convert
+    from vrrpd.ops.keepalived.convert import convert
+    from vrrpd.ops.keepalived.parse import KeepalivedParseError
 
     try:
         with open(args.file, encoding="utf-8") as fh:

@@ -13,7 +13,8 @@ from vrrpd.ops.cli import main
 from vrrpd.config import ConfigError, TrackInterface, parse
 from daemonkit.tomlwrite import toml_value
 from tests.support import DATA, require
-from vrrpd.ops.keepalived.convert import KeepalivedParseError, convert
+from vrrpd.ops.keepalived.convert import convert
+from vrrpd.ops.keepalived.parse import KeepalivedParseError
 
 KEEPALIVED_SAMPLES = Path("/usr/share/doc/keepalived/samples")
 
@@ -244,10 +245,16 @@ def test_any_keepalived_conf_converts_to_a_config_that_parses(text):
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("{}\"'#!\n ab1")), max_size=60))
 def test_random_text_converts_or_raises_a_parse_error(text):
+    """The importer's promise: a parse error, or TOML that vrrpd accepts, or (nothing convertible) TOML whose
+    only problem is that no instance survived."""
     try:
-        convert(text, "fuzz.conf")
+        output = convert(text, "fuzz.conf")
     except KeepalivedParseError:
-        pass
+        return
+    try:
+        parse(output, "out.toml")
+    except ConfigError as exc:
+        assert [p.message for p in exc.problems] == ["at least one [[instance]] is required"], output
 
 
 @given(st.text(max_size=30))

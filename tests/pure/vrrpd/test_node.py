@@ -271,3 +271,19 @@ def test_the_timer_heap_keeps_exact_deadlines_for_many_routers():
     lan.run_until(20.0)
     sent = [t for t, tx in a.sent if tx.packets and tx.src == ip_address("192.0.2.1")]
     assert len(sent) > 40 * 9
+
+
+def test_a_takeover_advertises_then_takes_the_addresses_then_announces_then_notifies():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150, notify="/bin/true")))
+    a.start()
+    lan.run_until(MDI_150 - 0.01)
+    effects = a.node.handle_timer(MDI_150)
+    kinds = [type(e).__name__ for _, e in effects if not isinstance(e, n.Status)]
+    assert kinds == ["Transmit", "AddAddresses", "Announce", "StateChanged", "Notify"]
+    assert [isinstance(e, n.QUEUED) for _, e in effects if not isinstance(e, n.Status)] == [
+        False, True, True, False, True]  # the advert never waits for netlink; the announcement and notify do
+    leaving = a.stop()
+    assert [type(e).__name__ for _, e in leaving if not isinstance(e, n.Status)] == [
+        "Transmit", "RemoveAddresses", "StateChanged", "Notify"]
+    assert leaving[0].effect.packets[0][1][2] == 0  # the resignation: priority 0

@@ -55,7 +55,7 @@ class Golden:
     advert: Advert
 
 
-# Captured with tests/unit/golden/capture-keepalived.sh (keepalived in one namespace, tshark in the other).
+# Captured with tests/golden/capture-keepalived.sh (keepalived in one namespace, tshark in the other).
 GOLDEN = [
     Golden("v3-ipv4-multicast", "192.0.2.1", "224.0.0.18", "3133960200641107c0000264c0000265",
            Advert(3, 51, 150, 100, (V4("192.0.2.100"), V4("192.0.2.101")), ChecksumForm.PSEUDO)),

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from daemonkit.tomlwrite import toml_value
+from vrrpd.ops.keepalived.parse import Stmt, parse_keepalived
 from vrrpd import __version__, config
 
 _NOTIFY = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
@@ -29,119 +30,13 @@ _REQUIRED = {"instance": ("name", "interface", "vrid", "virtual_ipaddress"), "sc
              "sync_group": ("name", "instances"), "global": ()}
 
 
-class KeepalivedParseError(Exception):
-    """keepalived.conf syntax this converter cannot read (unbalanced braces or quotes)."""
-
-    def __init__(self, file: str, line: int | None, message: str):
-        self.file, self.line, self.message = file, line, message
-        super().__init__(f"{file}:{line}: {message}" if line is not None else f"{file}: {message}")
-
-
-# ---- reading keepalived's syntax ----------------------------------------------------------------------
-
-@dataclass
-class _Stmt:
-    """One keepalived statement: its words (quotes removed) on one line, and the block it opens, if any."""
-
-    words: list[str]
-    line: int
-    text: str  # as written, for comments
-    block: list[_Stmt] | None = None
-
-    @property
-    def keyword(self) -> str:
-        return self.words[0] if self.words else ""
-
-    def brief(self) -> str:
-        more = " { ... }" if self.block is not None else ""
-        return f"{self.text}{more} (line {self.line})"
-
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "E": "\x1b"}
-
-
-def _split_line(raw: str, lineno: int, path: str) -> list[tuple[str, str]]:
-    """Tokens of one line as (value, kind): kind "w" word, "{" or "}". `#`/`!` at a token start comments."""
-    tokens: list[tuple[str, str]] = []
-    i, n = 0, len(raw)
-    while i < n:
-        ch = raw[i]
-        if ch.isspace():
-            i += 1
-        elif ch in "#!":
-            break
-        elif ch in "{}":
-            tokens.append((ch, ch))
-            i += 1
-        else:
-            word, i = _word(raw, i, lineno, path)
-            tokens.append((word, "w"))
-    return tokens
-
-
-def _word(raw: str, i: int, lineno: int, path: str) -> tuple[str, int]:
-    out, quote = [], None
-    while i < len(raw):
-        ch = raw[i]
-        if quote:
-            if ch == "\\" and i + 1 < len(raw):
-                out.append(_ESCAPES.get(raw[i + 1], raw[i + 1]))
-                i += 2
-                continue
-            if ch == quote:
-                quote = None
-            else:
-                out.append(ch)
-        elif ch in "\"'":
-            quote = ch
-        elif ch.isspace() or ch in "{}":
-            break
-        else:
-            out.append(ch)
-        i += 1
-    if quote:
-        raise KeepalivedParseError(path, lineno, f"unterminated {quote} quote")
-    return "".join(out), i
-
-
-def parse_keepalived(text: str, path: str) -> list[_Stmt]:
-    """The statement tree of a keepalived.conf; raises KeepalivedParseError on unbalanced braces."""
-    root: list[_Stmt] = []
-    stack: list[tuple[list[_Stmt], int]] = [(root, 0)]
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        words: list[str] = []
-        for value, kind in _split_line(raw, lineno, path):
-            if kind == "w":
-                words.append(value)
-                continue
-            body = stack[-1][0]
-            if words:
-                body.append(_Stmt(words, lineno, " ".join(words)))
-                words = []
-            if kind == "{":
-                # `vrrp_instance VI_1` may have its `{` on the next line; keepalived accepts that too.
-                if not body or body[-1].block is not None:
-                    raise KeepalivedParseError(path, lineno, "'{' does not follow a keyword")
-                body[-1].block = []
-                stack.append((body[-1].block, lineno))
-            elif len(stack) == 1:
-                raise KeepalivedParseError(path, lineno, "'}' closes no block")
-            else:
-                stack.pop()
-        if words:
-            stack[-1][0].append(_Stmt(words, lineno, " ".join(words)))
-    if len(stack) > 1:
-        raise KeepalivedParseError(path, stack[-1][1], "block opened here is never closed with '}'")
-    return root
-
-
 # ---- the vrrpd tables being built ------------------------------------------------------------------
 
 @dataclass
 class _Track:
     script: str
     weight: int | None  # per-instance override
-    stmt: _Stmt
+    stmt: Stmt
 
 
 @dataclass
@@ -156,7 +51,7 @@ class _Table:
     def note(self, text: str, key: str = "") -> None:
         self.notes.setdefault(key, []).append(text)
 
-    def lost(self, stmt: _Stmt, why: str = "") -> None:
+    def lost(self, stmt: Stmt, why: str = "") -> None:
         if not why and stmt.keyword.startswith("@"):
             why = "conditional configuration; keep the line meant for this host"
         self.note(f"not carried: {stmt.brief()}" + (f": {why}" if why else ""))
@@ -204,7 +99,7 @@ class _Converter:
         self.groups: list[_Table] = []
         self.grouped_weights: dict[str, bool] = {}  # instance -> keepalived keeps track weights
 
-    def run(self, stmts: list[_Stmt]) -> None:
+    def run(self, stmts: list[Stmt]) -> None:
         for stmt in stmts:
             if stmt.keyword == "global_defs" and stmt.block is not None:
                 self._global_defs(stmt)
@@ -222,7 +117,7 @@ class _Converter:
                 self._sync_group(stmt)
         self._resolve_weights()
 
-    def _global_defs(self, stmt: _Stmt) -> None:
+    def _global_defs(self, stmt: Stmt) -> None:
         for sub in stmt.block:
             args = sub.words[1:]
             if sub.keyword == "router_id" and len(args) == 1 and sub.block is None:
@@ -234,7 +129,7 @@ class _Converter:
             else:
                 self.global_.lost(sub)
 
-    def _script(self, stmt: _Stmt) -> None:
+    def _script(self, stmt: Stmt) -> None:
         name = stmt.words[1]
         if name in self.scripts:
             self.top_notes.append(f"not carried: {stmt.brief()}: a vrrp_script of that name comes earlier")
@@ -266,7 +161,7 @@ class _Converter:
         if "command" not in t.values:
             t.disabled = f"vrrp_script {name} (line {stmt.line}) has no usable script line"
 
-    def _command(self, t: _Table, sub: _Stmt) -> None:
+    def _command(self, t: _Table, sub: Stmt) -> None:
         text = sub.words[1]
         if sub.words[2:]:
             t.note(f"not carried: user {' '.join(sub.words[2:])} (line {sub.line}): vrrpd runs scripts as its own user")
@@ -280,7 +175,7 @@ class _Converter:
                    "command")
         t.values["command"] = argv
 
-    def _instance(self, stmt: _Stmt) -> None:
+    def _instance(self, stmt: Stmt) -> None:
         name = stmt.words[1]
         if any(inst.name == name for inst in self.instances):
             self.top_notes.append(f"not carried: {stmt.brief()}: a vrrp_instance of that name comes earlier")
@@ -324,7 +219,7 @@ class _Converter:
             if key not in t.values and not t.disabled:
                 t.disabled = f"vrrp_instance {t.name} (line {state['line']}): {why}"
 
-    def _sync_group(self, stmt: _Stmt) -> None:
+    def _sync_group(self, stmt: Stmt) -> None:
         name = stmt.words[1]
         if any(group.name == name for group in self.groups):
             self.top_notes.append(f"not carried: {stmt.brief()}: a vrrp_sync_group of that name comes earlier")
@@ -430,7 +325,7 @@ class _Converter:
         return [self.global_, *self.scripts.values(), *self.instances, *self.groups]
 
 
-def _why_top(stmt: _Stmt) -> str:
+def _why_top(stmt: Stmt) -> str:
     if stmt.keyword.startswith("@"):
         return ": conditional configuration; keep the line meant for this host"
     if stmt.keyword in ("virtual_server", "virtual_server_group", "real_server"):
@@ -440,7 +335,7 @@ def _why_top(stmt: _Stmt) -> str:
     return ""
 
 
-def _instance_keyword(conv: _Converter, t: _Table, sub: _Stmt, state: dict) -> None:
+def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> None:
     kw, args = sub.keyword, sub.words[1:]
     one = args[0] if len(args) == 1 and sub.block is None else None
     if kw == "state" and one in ("MASTER", "BACKUP"):
@@ -483,7 +378,7 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: _Stmt, state: dict) -> N
         t.lost(sub)
 
 
-def _notify(t: _Table, sub: _Stmt) -> None:
+def _notify(t: _Table, sub: Stmt) -> None:
     command = sub.words[1]
     if sub.words[2:]:
         t.note(f"not carried: user {' '.join(sub.words[2:])} of {sub.keyword} (line {sub.line}): "
@@ -498,7 +393,7 @@ def _notify(t: _Table, sub: _Stmt) -> None:
         t.lost(sub, "vrrpd cannot split it into arguments")
 
 
-def _vip(conv: _Converter, t: _Table, item: _Stmt) -> None:
+def _vip(conv: _Converter, t: _Table, item: Stmt) -> None:
     vip = config.parse_vip(item.words[0]) if item.block is None else "a block"
     if isinstance(vip, str):
         return t.lost(item, vip)
@@ -521,7 +416,7 @@ def _vip(conv: _Converter, t: _Table, item: _Stmt) -> None:
     vips.append(item.words[0])
 
 
-def _peer(conv: _Converter, t: _Table, item: _Stmt) -> None:
+def _peer(conv: _Converter, t: _Table, item: Stmt) -> None:
     if item.block is not None or not config.ip_address_or_none(item.words[0]):
         return t.lost(item)
     t.values.setdefault("unicast_peers", []).append(item.words[0])
@@ -529,7 +424,7 @@ def _peer(conv: _Converter, t: _Table, item: _Stmt) -> None:
         t.note(f"not carried: options of {item.brief()}: {' '.join(item.words[1:])}", "unicast_peers")
 
 
-def _track_interface(conv: _Converter, t: _Table, item: _Stmt) -> None:
+def _track_interface(conv: _Converter, t: _Table, item: Stmt) -> None:
     name, rest = item.words[0], item.words[1:]
     weight = 0
     if rest[:1] == ["weight"] and len(rest) == 2 and _ranged(rest[1], config.MIN_WEIGHT, config.MAX_WEIGHT, True) \
@@ -544,7 +439,7 @@ def _track_interface(conv: _Converter, t: _Table, item: _Stmt) -> None:
     t.values.setdefault("track_interface", []).append({"name": name, "weight": weight})
 
 
-def _track_script(conv: _Converter, t: _Table, item: _Stmt) -> None:
+def _track_script(conv: _Converter, t: _Table, item: Stmt) -> None:
     rest = item.words[1:]
     if rest in ([], ["noreverse"], ["no_reverse"]):
         weight = None
