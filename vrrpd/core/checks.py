@@ -8,13 +8,22 @@ from vrrpd.core.packet import Advert, DropReason
 
 
 def check_advert(advert: Advert, src: Address, instance: Instance, vips: frozenset[Address]) -> DropReason | None:
-    """Why `instance` must drop `advert` from `src`, or None to accept it; `vips` is the instance's address set."""
+    """Why `instance` must drop `advert` from `src`, or None to accept it; `vips` is the instance's address set.
+
+    A VRRPv3 advert whose address list differs from ours is accepted (RFC 5798 7.1: MAY verify, SHOULD log;
+    keepalived and FRR accept it), so that a rolling change of the VIP lists, one node after the other, never
+    splits the pair; `addresses_differ` tells the caller to count and log it. VRRPv2 keeps RFC 3768 7.1's
+    drop (unless the sender is the address owner)."""
     if advert.version != instance.version:
         return DropReason.VERSION
     if instance.unicast_peers and src not in instance.unicast_peers:
         return DropReason.PEER
     if instance.version == 2 and advert.adver_int_cs != instance.advert_interval_cs:
         return DropReason.ADV_INTERVAL  # RFC 3768 7.1: v2 routers must agree on the interval
-    if advert.priority != 255 and frozenset(advert.addresses) != vips:
-        return DropReason.ADDRESS_LIST  # RFC 5798 7.1: drop unless sent by the address owner
+    if instance.version == 2 and advert.priority != 255 and addresses_differ(advert, vips):
+        return DropReason.ADDRESS_LIST
     return None
+
+
+def addresses_differ(advert: Advert, vips: frozenset[Address]) -> bool:
+    return frozenset(advert.addresses) != vips

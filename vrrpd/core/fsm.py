@@ -244,11 +244,13 @@ class _Timers:
     adver: float | None = None  # Adver_Timer (MASTER)
     master_down: float | None = None  # Master_Down_Timer (BACKUP)
     garp_refresh: float | None = None  # periodic re-announcement (MASTER, garp_refresh > 0)
-    preempt_until: float | None = None  # BACKUP: lower-priority masters are tolerated until then
+    preempt_until: float | None = None  # BACKUP: a lower-priority master is tolerated until then (preempt_delay)
     reannounce: float | None = None  # MASTER: a lower-priority master was heard; announce again then
+    answered: float | None = None  # MASTER: when a lower-priority master was last answered at once
 
     def clear(self) -> None:
         self.adver = self.master_down = self.garp_refresh = self.preempt_until = self.reannounce = None
+        self.answered = None
 
 
 @dataclass
@@ -398,15 +400,10 @@ class VirtualRouter:
             return self._change_state(State.FAULT, min(f.label for f in self._faults))
         if self.params.owner:
             return self._become_master(now, "address_owner")
-        effects = self._become_backup(now, "startup")
-        self._timers.preempt_until = self._preempt_window(now)
-        return effects
+        return self._become_backup(now, "startup")
 
     def _shutdown(self) -> list[Effect]:
         return self._leave(State.STOP, "shutdown")
-
-    def _preempt_window(self, now: float) -> float | None:
-        return now + _cs(self.params.preempt_delay_cs) if self.params.preempt_delay_cs > 0 else None
 
     def _advert(self, advert: Advert, src: Address, now: float) -> list[Effect]:
         if self.state is State.BACKUP:
@@ -416,7 +413,8 @@ class VirtualRouter:
         return []  # INIT and FAULT ignore adverts (RFC 5798 6.4.1)
 
     def _outranks_us(self, priority: int, src: Address) -> bool:
-        """RFC 5798 6.4.3: a higher priority wins; on a tie, the higher primary address (unsigned, network order)."""
+        """RFC 5798 6.4.3, between two masters: a higher priority wins; on a tie, the higher primary address
+        (unsigned, network order). A backup never applies the tie-break (6.4.2: priority only)."""
         if priority != self.effective_priority:
             return priority > self.effective_priority
         return int(src) > int(self.params.primary_address)
@@ -428,9 +426,16 @@ class VirtualRouter:
             if not self.wants_master:
                 t.master_down = now + _cs(self.skew_time_cs)
             return []
-        tolerated = not self.params.preempt or self._outranks_us(advert.priority, src)
-        if not tolerated and t.preempt_until is not None:
-            # preempt_delay: a lower-priority master is left alone until the window closes.
+        # RFC 5798 6.4.2: a master of equal or higher priority is accepted; so an equal-priority backup that
+        # restarts leaves a live master alone, as keepalived and FRR do.
+        tolerated = not self.params.preempt or advert.priority >= self.effective_priority
+        if tolerated:
+            t.preempt_until = None
+        elif self.params.preempt_delay_cs > 0:
+            # keepalived's preempt_delay: counted from the first lower-priority master heard in BACKUP, and a
+            # lower-priority master is left alone until the window closes.
+            if t.preempt_until is None:
+                t.preempt_until = now + _cs(self.params.preempt_delay_cs)
             tolerated = now < t.preempt_until
         if not tolerated:
             return []  # let Master_Down_Timer expire: we preempt (RFC 5798 6.4.2)
@@ -447,7 +452,9 @@ class VirtualRouter:
             # RFC 5798 6.4.3: another master resigned; re-assert at once.
             t.adver = now + _cs(self.params.advert_interval_cs)
             return [SendAdvert(self.effective_priority)]
-        if self._outranks_us(advert.priority, src) and not self.params.owner:
+        if self._outranks_us(advert.priority, src) and (not self.params.owner or advert.priority == OWNER_PRIORITY):
+            # Two address owners (a misconfiguration) would never settle: RFC 9568 6.4.3 has the lower
+            # address yield, and this is that case too. The Node logs the conflict.
             # Yielding, we send one last advert at our priority: the winner, hearing a lower-priority
             # master, re-announces the addresses. Without it a split brain that heals with the winner's
             # advert arriving first leaves hosts pointing at us (our gratuitous ARPs were the last they
@@ -457,9 +464,14 @@ class VirtualRouter:
         # RFC 9568 6.4.3: a lower-priority master exists: re-advertise at once so it yields, and
         # re-announce, since switches and hosts may still point at the other node (keepalived issue 166):
         # once, shortly, for however many such adverts arrive meanwhile.
-        t.adver = now + _cs(self.params.advert_interval_cs)
+        # At most once per advert interval: two masters that both think they win must not ping-pong at the
+        # speed of the link; the regular Adver_Timer speaks for us in between.
         if t.reannounce is None:
             t.reannounce = now + REANNOUNCE_DELAY_S
+        if t.answered is not None and now - t.answered < _cs(self.params.advert_interval_cs):
+            return []
+        t.answered = now
+        t.adver = now + _cs(self.params.advert_interval_cs)
         return [SendAdvert(self.effective_priority)]
 
     def _fault(self, active: bool, reason: FaultReason, now: float) -> list[Effect]:
@@ -473,9 +485,7 @@ class VirtualRouter:
             return []
         if self.params.owner:
             return self._become_master(now, f"{reason.label}_recovered")
-        effects = self._become_backup(now, f"{reason.label}_recovered")
-        self._timers.preempt_until = self._preempt_window(now)
-        return effects
+        return self._become_backup(now, f"{reason.label}_recovered")
 
     def _priority(self, priority: int, now: float) -> list[Effect]:
         if self.params.owner or priority == self.effective_priority:

@@ -22,7 +22,7 @@ from daemonkit.net import Address, Interface
 from vrrpd.config import Config, Instance, Script
 from vrrpd.core import fsm, packet
 from vrrpd.core.adverts import AdvertCache, params_for
-from vrrpd.core.checks import check_advert
+from vrrpd.core.checks import addresses_differ, check_advert
 from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
 from vrrpd.core.fsm import FaultReason, State
 from vrrpd.core.events import (
@@ -36,6 +36,7 @@ from vrrpd.core.tracking import evaluate
 
 IFA_F_SECONDARY, IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x80, 0x40, 0x08
 RESTART_ONLY = ("control_socket", "metrics_listen", "log_format", "log_level")  # [global] keys a reload cannot change
+WARN_INTERVAL_S = 60.0  # a repeated warning about what a peer sends is logged at most this often
 MAX_SETTLE_ROUNDS = 64  # a fixed point is reached in a few rounds; more means a bug in the coupling rules
 _HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress,
                 fsm.TrackedInterfaceDown, fsm.TrackedScriptDown)  # everything but SyncHeld: the facts decide them
@@ -95,6 +96,7 @@ class Node:
         self._out: list[Routed] = []
         self._touched: dict[int, _Router] = {}
         self._status_dirty = False
+        self._warned: dict[tuple[int, str], float] = {}
         self._links_up: dict[str, bool] = {}
         self._primaries: dict[tuple[str, str], Address | None] = {}  # per (interface, family), from _addrs
         self._vip_router: dict[tuple[str, Address], _Router] = {}
@@ -154,15 +156,25 @@ class Node:
         reason = check_advert(result, src, r.inst, r.vips)
         if reason is not None:
             r.stats.count_drop(reason)
-            return []
+            if reason is packet.DropReason.ADDRESS_LIST:
+                self._warn(r, "address_list_mismatch", now, src=str(src), action="dropped (VRRPv2, RFC 3768 7.1)",
+                           theirs=sorted(map(str, result.addresses)), ours=sorted(map(str, r.vips)))
+            return self._finish(now) if self._out else []
         stats = r.stats
+        if result.version == 3 and addresses_differ(result, r.vips):
+            stats.address_list_errors += 1
+            self._warn(r, "address_list_mismatch", now, src=str(src), action="accepted (RFC 5798 7.1)",
+                       theirs=sorted(map(str, result.addresses)), ours=sorted(map(str, r.vips)))
+        if result.priority == fsm.OWNER_PRIORITY and r.fsm.params.owner:
+            self._warn(r, "owner_conflict", now, src=str(src), detail="both routers are configured as address "
+                       "owner (priority 255); the lower primary address yields (RFC 9568 6.4.3)")
         stats.adverts_rx += 1
         if result.priority == 0:
             stats.priority_zero_rx += 1
         if result.checksum_form is packet.ChecksumForm.MESSAGE and result.version == 3:
             stats.checksum_rfc9568_rx += 1
         effects = r.fsm.handle(fsm.AdvertReceived(result, src), now)
-        if not effects:
+        if not effects and not self._out:
             # The common case, a backup hearing its master: nothing to do but keep the timer right (a
             # later deadline is found when the earlier entry comes due; an earlier one, Skew_Time after a
             # priority 0, is scheduled now).
@@ -505,6 +517,16 @@ class Node:
                 self._apply(r, r.fsm.handle(fsm.SyncTo(State.MASTER, f"sync_group:{name}"), now), now)
 
     # -- carrying effects out ------------------------------------------------------------------------------
+
+    def _warn(self, r: _Router, event: str, now: float, **fields) -> None:
+        """A warning about what a router hears, at most once a minute per router and kind: a misconfigured
+        peer sends the same thing every advert interval, and the counter tells how often."""
+        key = (r.id, event)
+        last = self._warned.get(key)
+        if last is not None and now - last < WARN_INTERVAL_S:
+            return
+        self._warned[key] = now
+        self._emit(r, Log("warning", event, {"instance": r.inst.name, "vrid": r.inst.vrid, **fields}))
 
     def _emit(self, r: _Router | None, effect: Effect) -> None:
         self._out.append(Routed(r.id if r is not None else None, effect))

@@ -135,7 +135,8 @@ def test_master_re_advertises_and_re_announces_on_lower_priority_advert():
     assert r.handle(AdvertReceived(advert(100), B), 7.0) == [SendAdvert(200)]
     # a backlog of such adverts (a daemon resuming from a freeze) makes one burst of announcements, not one
     # per advert, and it goes out shortly after the first, after whatever the other node announced
-    assert r.handle(AdvertReceived(advert(100), B), 7.001) == [SendAdvert(200)]
+    # (and the immediate answer is rate-limited to one per advert interval: no ping-pong at link speed)
+    assert r.handle(AdvertReceived(advert(100), B), 7.001) == []
     assert r.next_deadline() == pytest.approx(7.0 + REANNOUNCE_DELAY_S)
     assert r.handle_timer(7.0 + REANNOUNCE_DELAY_S) == [Announce(3)]
     assert r.handle_timer(7.5) == []
@@ -184,18 +185,55 @@ def test_preempt_false_never_takes_over_from_live_lower_master():
     assert r.state is State.BACKUP
 
 
-def test_preempt_delay_holds_off_preemption_then_lets_timer_run():
+def test_preempt_delay_counts_from_the_first_lower_priority_master_heard():
+    """keepalived's semantics: the delay starts when a lower-priority master is first heard in BACKUP (here
+    at 3 s, long after start-up), not at start-up; until it ends the lower master is left alone."""
     r = router(priority=200, preempt_delay_cs=1000)
     r.handle(Startup(), 0.0)
-    for t in range(1, 10):
+    r.handle(AdvertReceived(advert(250), B), 1.0)  # a higher master first: no window
+    for t in range(3, 13):
         r.handle(AdvertReceived(advert(100), B), float(t))
         assert r.handle_timer(float(t) + 0.5) == []
-    # from 10 s on, the lower master's adverts no longer reset the timer
-    r.handle(AdvertReceived(advert(100), B), 10.0)
-    r.handle(AdvertReceived(advert(100), B), 11.0)
+    # from 13 s on (3 + 10), the lower master's adverts no longer reset the timer
+    r.handle(AdvertReceived(advert(100), B), 13.0)
     deadline = r.next_deadline()
-    assert deadline == pytest.approx(9.0 + master_down_interval_cs(200, 100) / 100)
+    assert deadline == pytest.approx(12.0 + master_down_interval_cs(200, 100) / 100)
     assert r.handle_timer(deadline)[-1].new is State.MASTER
+
+
+def test_preempt_delay_window_closes_on_a_higher_master_and_restarts_after():
+    r = router(priority=200, preempt_delay_cs=1000)
+    r.handle(Startup(), 0.0)
+    r.handle(AdvertReceived(advert(100), B), 1.0)  # window 1..11
+    r.handle(AdvertReceived(advert(220), B), 5.0)  # a higher master: the window is forgotten
+    r.handle(AdvertReceived(advert(100), B), 9.0)  # a new window 9..19
+    for t in range(10, 19):
+        r.handle(AdvertReceived(advert(100), B), float(t))
+    assert r.state is State.BACKUP
+    assert r.next_deadline() == pytest.approx(18.0 + master_down_interval_cs(200, 100) / 100)
+
+
+def test_an_equal_priority_backup_leaves_a_live_master_alone_whatever_its_address():
+    # RFC 5798 6.4.2: accepted when >=; B (the higher address) restarted and must not take over from A.
+    r = router(priority=100, addr=B)
+    r.handle(Startup(), 0.0)
+    for t in range(1, 30):
+        r.handle(AdvertReceived(advert(100), A), float(t))
+        assert r.handle_timer(float(t) + 0.5) == []
+    assert r.state is State.BACKUP and r.master_address == A
+
+
+def test_two_address_owners_settle_the_lower_address_yields():
+    low, high = router(priority=255, addr=A), router(priority=255, addr=B)
+    for r in (low, high):
+        r.handle(Startup(), 0.0)
+    assert low.state is high.state is State.MASTER
+    assert high.handle(AdvertReceived(advert(255), A), 1.0) == [SendAdvert(255)]
+    assert kinds(low.handle(AdvertReceived(advert(255), B), 1.0)) == [SendAdvert, RemoveAddresses, StateChanged]
+    assert (low.state, high.state) == (State.BACKUP, State.MASTER)
+    for t in range(2, 20):  # and they stay that way
+        assert low.handle(AdvertReceived(advert(255), B), float(t)) == []
+    assert low.state is State.BACKUP
 
 
 def test_fault_from_master_sends_priority_zero_and_recovers_to_backup():

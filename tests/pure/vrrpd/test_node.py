@@ -287,3 +287,84 @@ def test_a_takeover_advertises_then_takes_the_addresses_then_announces_then_noti
     assert [type(e).__name__ for _, e in leaving if not isinstance(e, n.Status)] == [
         "Transmit", "RemoveAddresses", "StateChanged", "Notify"]
     assert leaving[0].effect.packets[0][1][2] == 0  # the resignation: priority 0
+
+
+# ---- a host's life: rolling changes, owners, equal priorities (issue 11) -------------------------------
+
+
+def test_a_rolling_vip_change_keeps_one_holder_and_says_so_once_a_minute():
+    lan, a, b = pair()
+    a.start(), b.start()
+    lan.run_until(10.0)
+    a.feed(n.Reconfigure(config(instance(priority=150, vips=("192.0.2.100/24", "192.0.2.101/24")))))
+    lan.run_until(80.0)  # b still runs the old list: it hears a's longer list, and keeps a as its master
+    assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)
+    assert a.holds("192.0.2.100") and a.holds("192.0.2.101") and not b.holds("192.0.2.100")
+    assert b.node.router("VI_1").stats.address_list_errors >= 60
+    warnings = [e for e in b.of_type(n.Log) if e.event == "address_list_mismatch"]
+    assert len(warnings) == 2 and warnings[0].fields["theirs"] == ["192.0.2.100", "192.0.2.101"]
+    b.feed(n.Reconfigure(config(instance(priority=100, vips=("192.0.2.100/24", "192.0.2.101/24")))))
+    before = b.node.router("VI_1").stats.address_list_errors
+    lan.run_until(90.0)
+    assert b.node.router("VI_1").stats.address_list_errors == before
+
+
+def test_vrrpv2_keeps_rfc_3768s_drop_of_a_differing_list_and_logs_it():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150, version=2, vips=("192.0.2.100/24", "192.0.2.101/24"))),
+             "192.0.2.1/24")
+    b = Host(lan, "b", config(instance(priority=100, version=2)), "192.0.2.2/24")
+    a.start(), b.start()
+    lan.run_until(20.0)
+    assert b.state() is State.MASTER  # it cannot believe a master whose list it must drop
+    assert b.node.router("VI_1").stats.address_list_errors > 0
+    assert [e.fields["action"] for e in b.of_type(n.Log) if e.event == "address_list_mismatch"][:1] == [
+        "dropped (VRRPv2, RFC 3768 7.1)"]
+
+
+def test_two_owners_settle_and_the_conflict_is_logged():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=255, vips=("192.0.2.1/24",))), "192.0.2.1/24")
+    b = Host(lan, "b", config(instance(priority=255, vips=("192.0.2.1/24",))), "192.0.2.2/24")
+    a.start(), b.start()
+    lan.run_until(30.0)
+    assert {a.state(), b.state()} == {State.MASTER, State.BACKUP}
+    assert b.state() is State.MASTER  # the higher primary address keeps it
+    assert len(a.sent) + len(b.sent) < 100, "the owners ping-ponged adverts"
+    assert any(e.event == "owner_conflict" for e in a.of_type(n.Log) + b.of_type(n.Log))
+
+
+def test_a_restarted_equal_priority_backup_with_the_higher_address_leaves_the_master_alone():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=100)), "192.0.2.1/24")
+    a.start()
+    lan.run_until(10.0)
+    b = Host(lan, "b", config(instance(priority=100)), "192.0.2.2/24")  # starts later, higher address
+    b.start()
+    lan.run_until(60.0)
+    assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)
+    assert a.transitions() == [("VI_1", "INIT", "BACKUP"), ("VI_1", "BACKUP", "MASTER")]
+
+
+def test_preempt_delay_after_a_track_script_dip_and_recovery():
+    """a (150) tracks a script with weight -60: it dips to 90, yields to b (100); when the script recovers,
+    a preempts only preempt_delay after it first hears the lower master again."""
+    lan = Lan()
+    text = '[[script]]\nname = "chk"\ncommand = ["/bin/true"]\nweight = -60\n\n' + instance(
+        priority=150, track_script=["chk"], preempt_delay=5.0)
+    a = Host(lan, "a", config(text), "192.0.2.1/24")
+    b = Host(lan, "b", config(instance(priority=100)), "192.0.2.2/24")
+    a.feed(n.ScriptChanged("chk", True))
+    a.start(), b.start()
+    lan.run_until(10.0)
+    assert a.state() is State.MASTER
+    a.feed(n.ScriptChanged("chk", False))
+    lan.run_until(20.0)
+    assert (a.state(), b.state()) == (State.BACKUP, State.MASTER)
+    a.feed(n.ScriptChanged("chk", True))  # at 20 s: a is 150 again, b (100) is master
+    lan.run_until(24.9)
+    assert a.state() is State.BACKUP, "preempted before preempt_delay ran out"
+    lan.run_until(30.0)
+    assert a.state() is State.MASTER
+    took_over = [t for t, e in a.sent if e.packets and t >= 20.0]
+    assert took_over and 25.0 <= took_over[0] <= 25.0 + MDI_150
