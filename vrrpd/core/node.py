@@ -252,6 +252,12 @@ class Node:
                     self._open_socket(key)
         self._refresh_where(lambda r: r.inst.interface == event.ifname
                             or any(t.name == event.ifname for t in r.inst.track_interface), now)
+        if old is not None and old.index == event.index and old.mac != event.mac and event.index is not None:
+            # A new MAC on the same interface (a bond failing over with fail_over_mac, a replaced NIC): hosts
+            # still send to the old one. A master tells them at once, with frames built from the new MAC.
+            for r in self.routers.values():
+                if r.inst.interface == event.ifname and r.fsm.state is State.MASTER:
+                    self._emit(r, Announce(event.ifname, self._frames(r), max(1, r.inst.garp_repeat)))
 
     def _address(self, event: AddressChanged, now: float) -> None:
         table = self._addrs.setdefault(event.ifname, {})

@@ -368,3 +368,15 @@ def test_preempt_delay_after_a_track_script_dip_and_recovery():
     assert a.state() is State.MASTER
     took_over = [t for t, e in a.sent if e.packets and t >= 20.0]
     assert took_over and 25.0 <= took_over[0] <= 25.0 + MDI_150
+
+
+def test_a_new_mac_is_announced_at_once_by_a_master_with_frames_of_the_new_mac():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150, vips=("192.0.2.100/24", "2001:db8::100/64")
+                                       [:1])))
+    a.start()
+    lan.run_until(MDI_150)
+    effects = a.feed(n.LinkChanged("eth0", 2, True, "02:00:00:00:aa:bb"))
+    [announce] = [e for _, e in effects if isinstance(e, n.Announce)]
+    assert announce.frames[0][6:12] == bytes.fromhex("020000 00aabb".replace(" ", ""))  # the Ethernet source
+    assert announce.repeat == 5
