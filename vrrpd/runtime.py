@@ -3,9 +3,15 @@
 It decides nothing (aioquic's asyncio protocol is the model): every choice is the Node's. Effects addressed to
 a router go out in order; those the Node marks QUEUED wait in that router's queue behind its earlier ones
 (netlink work), the rest are carried out at once. An effect that fails is logged, counted (the Node hears of
-it) and never stops the effects after it. One adapter rule is its own: input before timers. A timer that fires
-late (the loop was held up) first reads the sockets, so a master heard meanwhile stops a Master_Down_Timer
-that is only overdue because nobody listened.
+it) and never stops the effects after it.
+
+Two adapter rules are its own. Input before timers: the timer reads the sockets before it hands the Node its
+time, so a master heard meanwhile stops a Master_Down_Timer that is only overdue because nobody listened
+(a loop held up, a socket read later). And a busy socket is polled: one that has something to read again
+within POLL_S of its last read is read every POLL_S instead of on every packet, until a poll finds it empty.
+A backup hearing a thousand adverts a second then wakes a hundred times, not a thousand; a quiet one (a few
+instances) is read the moment a packet arrives. Nothing waits longer than POLL_S, and a takeover not at all:
+it waits for the timer, which reads first.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from vrrpd.io.scripts import Scripts
 from vrrpd.io.sockets import AdvertSocket
 
 SHUTDOWN_GRACE_S = 5.0  # for priority-0 adverts, address removal and stop notifies at exit
-LATE_TIMER_S = 0.05  # behind its deadline, the timer reads the sockets before acting
 RECV_BATCH = 64
+POLL_S = 0.010
 
 
 class RouterQueue:
@@ -89,6 +95,9 @@ class Runtime:
         self.malformed = 0  # packets the sockets could not even parse (no instance to blame)
         self._timer: asyncio.TimerHandle | None = None
         self._feeding: list | None = None
+        self._last_read: dict[tuple[str, str], float] = {}
+        self._polled: set[tuple[str, str]] = set()  # busy sockets, read every POLL_S instead of on readiness
+        self._poll: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
@@ -134,6 +143,8 @@ class Runtime:
             await cancel_and_wait(task)
         if self._timer:
             self._timer.cancel()
+        if self._poll:
+            self._poll.cancel()
         for queue in self.queues.values():
             await cancel_and_wait(queue.task)
         if self.control:
@@ -176,7 +187,41 @@ class Runtime:
             self._feeding = None
         self._rearm()
 
-    def _readable(self, key: tuple[str, str]) -> int:
+    def _readable(self, key: tuple[str, str]) -> None:
+        """The socket has something to read: read it, and poll it from now on if it was read just before."""
+        sock = self.sockets.get(key)
+        if sock is None or not self._read(key):
+            return
+        now = self.loop.time()
+        last, self._last_read[key] = self._last_read.get(key, 0.0), now
+        if now - last < POLL_S:
+            self.loop.remove_reader(sock.fileno())
+            self._polled.add(key)
+            if self._poll is None:
+                self._poll = self.loop.call_later(POLL_S, self._poll_busy)
+
+    def _poll_busy(self) -> None:
+        self._poll = None
+        for key in list(self._polled):
+            if self._read_all(key):
+                continue
+            self._polled.discard(key)  # quiet again: back to being read on readiness
+            sock = self.sockets.get(key)
+            if sock is not None:
+                self.loop.add_reader(sock.fileno(), self._readable, key)
+        if self._polled:
+            self._poll = self.loop.call_later(POLL_S, self._poll_busy)
+
+    def _read_all(self, key: tuple[str, str]) -> int:
+        total = 0
+        for _ in range(64):  # bounded: up to 64 batches queued per socket
+            count = self._read(key)
+            total += count
+            if count < RECV_BATCH:
+                break
+        return total
+
+    def _read(self, key: tuple[str, str]) -> int:
         """Hand the adverts waiting on one socket (at most a batch) to the Node; how many were read."""
         sock = self.sockets.get(key)
         if sock is None:
@@ -188,6 +233,8 @@ class Runtime:
             if exc.errno in (errno.ENODEV, errno.ENXIO, errno.ENETDOWN):
                 self._close_socket(key)
                 self.feed([n.SocketChanged(*key, None, str(exc))])
+            return 0
+        if not received:
             return 0
         self.malformed = sum(s.malformed for s in self.sockets.values())
         now = self.loop.time()
@@ -211,11 +258,8 @@ class Runtime:
 
     def _on_timer(self, when: float) -> None:
         self._timer = None
-        if self.loop.time() - when > LATE_TIMER_S:
-            for key in list(self.sockets):
-                for _ in range(64):  # bounded: up to 64 batches queued per socket
-                    if self._readable(key) < RECV_BATCH:
-                        break
+        for key in list(self.sockets):
+            self._read_all(key)
         self.feed([], self.node.handle_timer(max(self.loop.time(), when)))
 
     # ---- out of the Node --------------------------------------------------------------------------------
@@ -279,6 +323,7 @@ class Runtime:
 
     def _close_socket(self, key: tuple[str, str]) -> None:
         sock = self.sockets.pop(key, None)
+        self._polled.discard(key)
         if sock is not None:
             self.loop.remove_reader(sock.fileno())
             sock.close()
