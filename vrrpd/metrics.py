@@ -27,13 +27,19 @@ COUNTER_HELP = {
     "address_list_errors": "Packets dropped: address list differs (vrrpv3StatisticsAddressListErrors).",
     "vrid_errors": "Packets dropped: VRID not configured on the interface (vrrpv3RouterVrIdErrors).",
     "adv_interval_errors": "Packets dropped: VRRPv2 advert interval differs (vrrpv3StatisticsAdvIntervalErrors).",
-    "auth_errors": "Packets dropped: VRRPv2 authentication not accepted.",
+    "auth_errors": "Packets dropped: VRRPv2 authentication not accepted (the three below say why).",
+    "auth_invalid": "Packets dropped: an unknown VRRPv2 authentication type.",
+    "auth_mismatch": "Packets dropped: a VRRPv2 authentication type other than ours.",
+    "auth_failure": "Packets dropped: our VRRPv2 authentication type, but a wrong password or AH digest.",
     "peer_errors": "Packets dropped: source is not a configured unicast peer.",
     "send_errors": "Adverts the socket refused to send (logged).",
     "vip_add_errors": "Virtual addresses netlink failed to add (logged).",
     "vip_remove_errors": "Virtual addresses netlink failed to remove (logged).",
     "announce_errors": "Gratuitous ARP / NA frames that could not be sent (logged).",
     "vips_restored": "Virtual addresses someone else removed from this master, put back.",
+    "announcements_tx": "Gratuitous ARP / unsolicited NA frames sent.",
+    "garp_delays": "Delayed second rounds of gratuitous ARPs / NAs (garp_master_delay) sent.",
+    "split_brain_seen": "Adverts of another master of equal or higher priority heard while master.",
 }
 
 

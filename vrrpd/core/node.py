@@ -186,6 +186,8 @@ class Node:
             self._warn(r, "owner_conflict", now, src=str(src), detail="both routers are configured as address "
                        "owner (priority 255); the lower primary address yields (RFC 9568 6.4.3)")
         stats.adverts_rx += 1
+        if r.fsm.state is State.MASTER and result.priority >= r.fsm.effective_priority:
+            stats.split_brain_seen += 1
         if result.priority == 0:
             stats.priority_zero_rx += 1
         if result.checksum_form is packet.ChecksumForm.MESSAGE and result.version == 3:
@@ -274,7 +276,7 @@ class Node:
             # still send to the old one. A master tells them at once, with frames built from the new MAC.
             for r in self.routers.values():
                 if r.inst.interface == event.ifname and r.fsm.state is State.MASTER:
-                    self._emit(r, Announce(event.ifname, self._frames(r), max(1, r.inst.garp_repeat)))
+                    self._announce(r, self._frames(r), max(1, r.inst.garp_repeat))
 
     def _address(self, event: AddressChanged, now: float) -> None:
         table = self._addrs.setdefault(event.ifname, {})
@@ -291,7 +293,7 @@ class Node:
                 r.installed.discard(event.address)
                 r.stats.vips_restored += 1
                 self._install(r, (event.address,), now)
-                self._emit(r, Announce(r.inst.interface, self._frames(r, {ip}), 1))
+                self._announce(r, self._frames(r, {ip}), 1)
                 self._emit(r, Log("warning", "vip_restored", {"instance": r.inst.name, "address": str(event.address)}))
         if ip in self._vip_ips:
             return  # a VIP is never a source address: no router's primary changes
@@ -505,7 +507,7 @@ class Node:
         self._install(r, added, now)
         self._uninstall(r, gone)
         if added:
-            self._emit(r, Announce(inst.interface, self._frames(r, {v.ip for v in added}), 1))
+            self._announce(r, self._frames(r, {v.ip for v in added}), 1)
         self._apply(r, [fsm.SendAdvert(r.fsm.effective_priority)], now)
 
     # -- sync groups -------------------------------------------------------------------------------------------
@@ -579,7 +581,7 @@ class Node:
                     self._uninstall(r, list(r.installed))
                 case fsm.Announce(count=count):
                     if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
-                        self._emit(r, Announce(r.inst.interface, self._frames(r), count))
+                        self._announce(r, self._frames(r), count)
                 case fsm.StateChanged(old=old, new=new, reason=reason):
                     self._state_changed(r, old, new, reason, now)
 
@@ -592,6 +594,10 @@ class Node:
         if priority == 0:
             r.stats.priority_zero_tx += len(packets)
         self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, packets))
+
+    def _announce(self, r: _Router, frames: tuple[bytes, ...], repeat: int) -> None:
+        r.stats.announcements_tx += len(frames) * repeat
+        self._emit(r, Announce(r.inst.interface, frames, repeat))
 
     def _install(self, r: _Router, vips: Iterable[Interface], now: float) -> None:
         """Add what is not there yet; an address already present that we did not add is not ours to own."""
