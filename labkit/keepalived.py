@@ -54,6 +54,9 @@ def _instance_items(instance: dict) -> tuple[str, dict]:
     name = items.pop("name", "VI_1")
     if items.pop("preempt", True) is False:
         items["nopreempt"] = True
+    auth = {key: items.pop(key) for key in ("auth_type", "auth_pass") if key in items}
+    if auth:
+        items["authentication"] = [f"{key} {value}" for key, value in auth.items()]
     items.setdefault("state", "BACKUP")
     items.setdefault("interface", "eth0")
     for required in ("virtual_router_id", "priority", "virtual_ipaddress"):

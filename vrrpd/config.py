@@ -27,6 +27,8 @@ MAX_GARP_REFRESH = 86400.0
 MAX_PREEMPT_DELAY = 1000.0  # keepalived's limit
 MAX_SCRIPT_SECONDS = 3600.0
 MAX_RISE_FALL = 1000
+AUTH_TYPES = ("none", "PASS", "AH")  # RFC 2338 5.3.6, keepalived's auth_type words
+AUTH_PASS_MAX = 8  # RFC 2338 5.3.10: 8 bytes of authentication data
 # The address count is 8 bits (RFC 5798 5.2.5); IPv6 adverts must also fit a 1500-byte MTU:
 # 1500 - 40 (IPv6) - 8 (VRRP header) = 1452 bytes = 90 addresses.
 MAX_VIPS = {"ipv4": 255, "ipv6": 90}
@@ -77,6 +79,15 @@ class Instance:
     notify_backup: tuple[str, ...] | None = None
     notify_fault: tuple[str, ...] | None = None
     notify_stop: tuple[str, ...] | None = None
+    # VRRPv2 authentication as RFC 2338 and keepalived do it: compatibility with such peers, not security
+    # (PASS sends the password in clear; AH's HMAC-MD5 key is that same 8-byte password).
+    auth_type: str = "none"
+    auth_pass: str = ""
+
+    @property
+    def auth_key(self) -> bytes:
+        """The 8 bytes of RFC 2338 authentication data: the password, NUL-padded."""
+        return self.auth_pass.encode().ljust(AUTH_PASS_MAX, b"\0")
 
     @property
     def family(self) -> str:
@@ -235,7 +246,8 @@ def _check_script(checker: _Checker, t: Table) -> Script | None:
 _INSTANCE_KEYS = (
     "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
     "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
-    "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop",
+    "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "auth_type",
+    "auth_pass",
 )  # fmt: skip
 _NOTIFY_KEYS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 
@@ -268,13 +280,14 @@ def _check_instance(checker: _Checker, t: Table) -> Instance | None:
     tracks = _track_interfaces(t, interface)
     scripts = _track_scripts(t, checker.script_names)
     notifies = {key: t.command(key) for key in _NOTIFY_KEYS}
+    auth_type, auth_pass = _auth(t, version)
     if t.bad or family is None:
         return None
     return Instance(
         name=name, interface=interface, vrid=vrid, priority=priority, version=version, advert_interval=interval,
         virtual_ipaddress=tuple(vip for _, vip in vips), preempt=preempt, preempt_delay=preempt_delay,
         unicast_src=src, unicast_peers=peers, garp_repeat=garp_repeat, garp_refresh=garp_refresh,
-        track_interface=tracks, track_script=scripts, **notifies,
+        track_interface=tracks, track_script=scripts, **notifies, auth_type=auth_type, auth_pass=auth_pass,
     )
 
 
@@ -382,6 +395,25 @@ def _peer_address(t: Table, key: str, text: str, want: int | None, sub: tuple) -
     else:
         return address
     return None
+
+
+def _auth(t: Table, version: int | None) -> tuple[str, str]:
+    auth_type = t.choice("auth_type", AUTH_TYPES, "none")
+    auth_pass = t.text("auth_pass", "", empty_ok=True)
+    if auth_type is None or auth_pass is None:
+        return "none", ""
+    if auth_type != "none" and version == 3:
+        t.problem("auth_type", "VRRPv3 has no authentication (RFC 5798 removed it): use version = 2, "
+                               "as the keepalived peers that send it do")
+    elif auth_type != "none" and not auth_pass:
+        t.problem("auth_type", f'"{auth_type}" needs an auth_pass (1..{AUTH_PASS_MAX} bytes)')
+    elif auth_type == "none" and auth_pass:
+        t.problem("auth_pass", 'set, but auth_type is "none": set auth_type = "PASS" or "AH", or remove it')
+    elif len(auth_pass.encode()) > AUTH_PASS_MAX:
+        t.problem("auth_pass", f"at most {AUTH_PASS_MAX} bytes (RFC 2338 5.3.10), not {len(auth_pass.encode())}")
+    elif not auth_pass.isprintable():
+        t.problem("auth_pass", "must be printable characters")
+    return auth_type, auth_pass
 
 
 def _track_interfaces(t: Table, own: str | None) -> tuple[TrackInterface, ...]:

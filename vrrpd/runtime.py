@@ -195,7 +195,8 @@ class Runtime:
         now = self.loop.time()
         last, self._last_read[key] = self._last_read.get(key, 0.0), now
         if now - last < POLL_S:
-            self.loop.remove_reader(sock.fileno())
+            for fd in sock.filenos():
+                self.loop.remove_reader(fd)
             self._polled.add(key)
             if self._poll is None:
                 self._poll = self.loop.call_later(POLL_S, self._poll_busy)
@@ -208,7 +209,8 @@ class Runtime:
             self._polled.discard(key)  # quiet again: back to being read on readiness
             sock = self.sockets.get(key)
             if sock is not None:
-                self.loop.add_reader(sock.fileno(), self._readable, key)
+                for fd in sock.filenos():
+                    self.loop.add_reader(fd, self._readable, key)
         if self._polled:
             self._poll = self.loop.call_later(POLL_S, self._poll_busy)
 
@@ -240,7 +242,10 @@ class Runtime:
         now = self.loop.time()
         receive = self.node.receive
         for rx in received:
-            routed = receive(key[0], key[1], rx.payload, rx.src, rx.dst, rx.ttl, now)
+            if rx.ip_header is not None:
+                routed = self.node.receive_ah(key[0], rx.payload, rx.ip_header, rx.src, rx.dst, rx.ttl, now)
+            else:
+                routed = receive(key[0], key[1], rx.payload, rx.src, rx.dst, rx.ttl, now)
             if routed:
                 self.feed([], routed)
         self._rearm()
@@ -304,11 +309,14 @@ class Runtime:
             try:
                 if sock is None:
                     raise OSError(errno.ENOTCONN, "no socket")
-                sock.send(payload, dst, tx.src)
+                if tx.header_included:
+                    sock.send_datagram(payload, dst)
+                else:
+                    sock.send(payload, dst, tx.src)
             except OSError as exc:
                 self.log.warning("send_failed", router=router, interface=tx.ifname, dst=str(dst), error=str(exc))
-                self.feed([n.EffectFailed(router, n.Transmit(tx.ifname, tx.family, tx.src, ((dst, payload),)),
-                                          str(exc))])
+                self.feed([n.EffectFailed(router, n.Transmit(tx.ifname, tx.family, tx.src, ((dst, payload),),
+                                                             tx.header_included), str(exc))])
 
     def _open_socket(self, key: tuple[str, str]) -> None:
         self._close_socket(key)
@@ -318,14 +326,16 @@ class Runtime:
             self.feed([n.SocketChanged(*key, None, str(exc))])
             return
         self.sockets[key] = sock
-        self.loop.add_reader(sock.fileno(), self._readable, key)
+        for fd in sock.filenos():
+            self.loop.add_reader(fd, self._readable, key)
         self.feed([n.SocketChanged(*key, sock.ifindex)])
 
     def _close_socket(self, key: tuple[str, str]) -> None:
         sock = self.sockets.pop(key, None)
         self._polled.discard(key)
         if sock is not None:
-            self.loop.remove_reader(sock.fileno())
+            for fd in sock.filenos():
+                self.loop.remove_reader(fd)
             sock.close()
 
     async def carry_queued(self, router: int, effect: n.Effect) -> None:

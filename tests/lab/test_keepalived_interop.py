@@ -21,6 +21,7 @@ class Mode:
     interval: float
     vip: str
     unicast: bool = False
+    auth: tuple[str, str] | None = None  # VRRPv2 (auth_type, auth_pass), RFC 2338
 
     @property
     def vip_addr(self) -> str:
@@ -36,6 +37,8 @@ MODES = [
     Mode("v3-unicast", 3, 0.2, "192.0.2.100/24", unicast=True),
     Mode("v2-ipv4", 2, 1.0, "192.0.2.100/24"),
     Mode("v3-ipv6", 3, 0.2, "2001:db8::100/64"),
+    Mode("v2-pass", 2, 1.0, "192.0.2.100/24", auth=("PASS", "s3cret")),
+    Mode("v2-ah", 2, 1.0, "192.0.2.100/24", auth=("AH", "s3cret")),
 ]
 
 
@@ -44,6 +47,8 @@ def spec(mode: Mode, priority: int, me, peer) -> dict:
             "advert_interval": mode.interval, "virtual_ipaddress": [mode.vip]}
     if mode.unicast:
         inst |= {"unicast_src": str(me.ipv4), "unicast_peers": [str(peer.ipv4)]}
+    if mode.auth:
+        inst |= {"auth_type": mode.auth[0], "auth_pass": mode.auth[1]}
     return inst
 
 
@@ -83,6 +88,7 @@ def test_interop_failover_and_failback(lab, tmp_path, mode: Mode, master_impl: s
         status = vrrpd_node.instance("VI_1")
         assert status["state"] == "BACKUP"
         assert status["stats"]["checksum_errors"] == 0 and status["stats"]["address_list_errors"] == 0
+        assert status["stats"]["auth_errors"] == 0
 
     # failover: the master's link goes down, the other implementation takes the VIP
     a.set_link(False)
@@ -99,7 +105,7 @@ def test_tshark_decodes_vrrpd_adverts_as_valid_vrrp(lab, tmp_path, mode: Mode):
     net = lab(2)
     a, b = net.hosts
     node = VrrpdNode(a, tmp_path, [spec(mode, 150, a, b)]).start()
-    capture = net.capture(b, "ip proto 112 or ip6 proto 112")
+    capture = net.capture(b, "ip proto 112 or ip proto 51 or ip6 proto 112")
     try:
         wait_until(lambda: node.state("VI_1") == "MASTER", 10, message=node.log_text()[-2000:])
         wait_until(lambda: len(capture.decode(["vrrp.version"], "vrrp")) >= 2, 5 * mode.interval + 3)
@@ -111,3 +117,21 @@ def test_tshark_decodes_vrrpd_adverts_as_valid_vrrp(lab, tmp_path, mode: Mode):
         assert row["vrrp.version"] == str(mode.version)
         assert row["vrrp.type"] == "1" and row["vrrp.virt_rtr_id"] == "51" and row["vrrp.prio"] == "150"
         assert row["vrrp.checksum.status"] == "1", f"tshark says bad checksum: {row}"
+
+
+@pytest.mark.parametrize("kind", ["PASS", "AH"])
+def test_a_wrong_password_from_keepalived_is_dropped_and_counted(lab, tmp_path, kind: str):
+    # keepalived master with one password, vrrpd with another: vrrpd must not believe it (it takes the VIP,
+    # as keepalived would) and says why in auth_failure.
+    mode = Mode(f"v2-{kind}", 2, 1.0, "192.0.2.100/24", auth=(kind, "right"))
+    net = lab(2)
+    a, b = net.hosts
+    keepalived = start("keepalived", a, b, mode, 150, tmp_path)
+    wait_until(lambda: a.has_address(mode.vip_addr), 5 + 4 * mode.mdi, message=keepalived_log(keepalived)[-2000:])
+    wrong = Mode(mode.name, 2, 1.0, mode.vip, auth=(kind, "wrong"))
+    node = start("vrrpd", b, a, wrong, 100, tmp_path)
+    wait_until(lambda: (node.instance("VI_1") or {}).get("stats", {}).get("auth_failure", 0) >= 2, 10,
+               message=node.log_text()[-2000:])
+    wait_until(lambda: node.state("VI_1") == "MASTER", mode.mdi + 3, message=node.log_text()[-2000:])
+    stats = node.instance("VI_1")["stats"]
+    assert stats["adverts_rx"] == 0 and stats["auth_errors"] == stats["auth_failure"]

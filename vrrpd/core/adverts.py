@@ -46,7 +46,17 @@ class AdvertCache:
                 priority=priority,
                 adver_int_cs=self.instance.advert_interval_cs,
                 addresses=tuple(vip.ip for vip in self.instance.virtual_ipaddress),
+                **_auth_fields(self.instance),
             )
             found = self._adverts[priority] = tuple(
                 (dst, packet.encode(advert, src=self.src, dst=dst)) for dst in self.destinations())
         return found
+
+
+def _auth_fields(instance: Instance) -> dict:
+    """RFC 2338 5.3.6 / 5.3.10: the type in the header; the password in the data for PASS, zeros otherwise
+    (AH carries its digest in the AH header)."""
+    if instance.version != 2:
+        return {}
+    code = packet.AUTH_CODES[instance.auth_type]
+    return {"auth_type": code, "auth_data": instance.auth_key if code == packet.AUTH_PASS else bytes(8)}

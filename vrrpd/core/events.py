@@ -31,6 +31,7 @@ class PacketIn:
     src: Address
     dst: Address
     ttl: int
+    ip_header: bytes | None = None  # set when the message came inside an IP Authentication Header (payload: AH + VRRP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +104,14 @@ Event = PacketIn | LinkChanged | AddressChanged | ScriptChanged | SocketChanged 
 
 @dataclass(frozen=True, slots=True)
 class Transmit:
-    """Send each (destination, VRRP message) from `src` on the socket of (ifname, family)."""
+    """Send each (destination, VRRP message) from `src` on the socket of (ifname, family); with
+    `header_included`, each is a whole IPv4 datagram (AH authentication) sent as it is (IP_HDRINCL)."""
 
     ifname: str
     family: str
     src: Address
     packets: tuple[tuple[Address, bytes], ...]
+    header_included: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ _HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress,
 
 class _Router:
     __slots__ = ("id", "inst", "vips", "fsm", "stats", "cache", "primary", "installed", "since", "frames",
-                 "group", "scheduled", "started")
+                 "group", "scheduled", "started", "ah_sequence", "ip_id")
 
     def __init__(self, router_id: int, inst: Instance, now: float):
         self.id = router_id
@@ -65,6 +65,8 @@ class _Router:
         self.group: str | None = None
         self.scheduled: float | None = None  # the deadline of this router's live entry in the timer heap
         self.started = False
+        self.ah_sequence = 0  # auth_type AH: the highest sequence number heard or sent (RFC 2402 anti-replay)
+        self.ip_id = 0  # auth_type AH: the IPv4 id of the last datagram built (never 0: the kernel would pick one)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -116,8 +118,11 @@ class Node:
 
     def handle(self, event: Event, now: float) -> list[Routed]:
         match event:
-            case PacketIn():
+            case PacketIn(ip_header=None):
                 return self.receive(event.ifname, event.family, event.payload, event.src, event.dst, event.ttl, now)
+            case PacketIn():
+                return self.receive_ah(event.ifname, event.payload, event.ip_header, event.src, event.dst,
+                                       event.ttl, now)
             case LinkChanged():
                 self._link(event, now)
             case AddressChanged():
@@ -175,6 +180,41 @@ class Node:
             self._heard.clear()
         self._heard[payload] = (src, dst, ttl, ifname, family, r, result, differ)
         return self._believe(r, result, differ, src, now)
+
+    def receive_ah(self, ifname: str, data: bytes, ip_header: bytes, src: Address, dst: Address, ttl: int,
+                   now: float) -> list[Routed]:
+        """An IPv4 datagram of protocol 51: an AH header (RFC 2402), then, if it protects VRRP, a message for a
+        router with auth_type AH, whose digest, SPI and sequence number are checked as keepalived does."""
+        ah = packet.parse_ah(data)
+        routers = self._by_link.get((ifname, "ipv4"), {})
+        if isinstance(ah, packet.Drop):
+            target = routers.get(data[packet.AH_HEADER_LEN + 1]) if len(data) > packet.AH_HEADER_LEN + 1 else None
+            (target.stats if target else self.global_stats).count_drop(ah.reason)
+            return []
+        if ah.next_header != packet.VRRP_PROTO:
+            return []  # AH protecting something else: not ours to judge
+        result = packet.decode(ah.message, src=src, dst=dst, ttl=ttl)
+        if isinstance(result, packet.Drop):
+            target = routers.get(ah.message[1]) if len(ah.message) > 1 else None
+            (target.stats if target else self.global_stats).count_drop(result.reason)
+            return []
+        r = routers.get(result.vrid)
+        if r is None:
+            self.global_stats.count_drop(packet.DropReason.VRID)
+            return []
+        if src == r.primary:
+            return []
+        reason = check_advert(result, src, r.inst, r.vips, with_ah=True)
+        if reason is None:
+            unicast = bool(r.inst.unicast_peers)
+            expected = packet.ah_digest(ip_header, data, ah.message, r.inst.auth_key, unicast)
+            if not packet.digest_matches(expected, ah.digest) or ah.spi != int(src) or ah.sequence <= r.ah_sequence:
+                reason = packet.DropReason.AUTH_FAILURE
+        if reason is not None:
+            r.stats.count_drop(reason)
+            return []
+        r.ah_sequence = ah.sequence
+        return self._believe(r, result, False, src, now)  # VRRPv2: a differing address list was dropped above
 
     def _believe(self, r: _Router, result: packet.Advert, differ: bool, src: Address, now: float) -> list[Routed]:
         stats = r.stats
@@ -593,7 +633,21 @@ class Node:
         r.stats.adverts_tx += len(packets)
         if priority == 0:
             r.stats.priority_zero_tx += len(packets)
+        if r.inst.auth_type == "AH":
+            self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, self._with_ah(r, packets), True))
+            return
         self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, packets))
+
+    def _with_ah(self, r: _Router, packets: tuple[tuple[Address, bytes], ...]) -> tuple[tuple[Address, bytes], ...]:
+        """Each message inside its own AH datagram: the next sequence number, a fresh IP id (keepalived's)."""
+        out = []
+        for dst, message in packets:
+            r.ah_sequence = min(r.ah_sequence + 1, 0xFFFFFFFF)
+            r.ip_id = r.ip_id % 0xFFFF + 1
+            out.append((dst, packet.ah_datagram(message, src=r.primary, dst=dst, key=r.inst.auth_key,
+                                                sequence=r.ah_sequence, ip_id=r.ip_id,
+                                                unicast=bool(r.inst.unicast_peers))))
+        return tuple(out)
 
     def _announce(self, r: _Router, frames: tuple[bytes, ...], repeat: int) -> None:
         r.stats.announcements_tx += len(frames) * repeat

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
+import hmac
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -28,7 +30,11 @@ MCAST_V6 = IPv6Address("ff02::12")
 REQUIRED_TTL = 255  # RFC 5798 7.1: TTL / hop limit must be 255 (the sender is on-link)
 ADVERTISEMENT = 1  # the only VRRP packet type (RFC 5798 5.2.2)
 HEADER_LEN = 8  # version/type .. checksum
-V2_AUTH_LEN = 8  # RFC 3768 5.3.10: authentication data, zero for auth type 0
+V2_AUTH_LEN = 8  # RFC 3768 5.3.10 / RFC 2338 5.3.10: authentication data, zero for auth type 0
+# RFC 2338 5.3.6: the VRRPv2 authentication types (RFC 3768 removed 1 and 2; keepalived still speaks them).
+AUTH_NONE, AUTH_PASS, AUTH_AH = 0, 1, 2
+AUTH_CODES = {"none": AUTH_NONE, "PASS": AUTH_PASS, "AH": AUTH_AH}  # the config's auth_type words
+IPPROTO_AH = 51
 MAX_ADVER_INT_CS = 0x0FFF  # RFC 5798 5.2.7: 12 bits of centiseconds
 MAX_V2_ADVER_INT_S = 255  # RFC 3768 5.3.7: one byte of seconds
 MAX_ADDRESSES = 255  # "Count IPvX Addr" is one byte
@@ -59,6 +65,8 @@ class Advert:
     adver_int_cs: int
     addresses: tuple[Address, ...]
     checksum_form: ChecksumForm = ChecksumForm.PSEUDO
+    auth_type: int = AUTH_NONE  # VRRPv2 only (RFC 2338 5.3.6)
+    auth_data: bytes = bytes(V2_AUTH_LEN)  # VRRPv2 only: the 8 bytes after the addresses (the PASS password)
 
     @property
     def family(self) -> str:
@@ -79,7 +87,9 @@ class DropReason(str, enum.Enum):
     ADDRESS_LIST = "address_list_errors"
     VRID = "vrid_errors"
     ADV_INTERVAL = "adv_interval_errors"
-    AUTH = "auth_errors"
+    AUTH_INVALID = "auth_invalid"  # an authentication type RFC 2338 does not define
+    AUTH_MISMATCH = "auth_mismatch"  # a defined type other than ours (or AH where we expect none, or none for AH)
+    AUTH_FAILURE = "auth_failure"  # our type, but a wrong password, AH digest, SPI or sequence number
     PEER = "peer_errors"
 
 
@@ -100,9 +110,11 @@ def encode(advert: Advert, *, src: Address, dst: Address) -> bytes:
     _check_encodable(advert, src, dst)
     version, count = advert.version, len(advert.addresses)
     if version == 2:
-        # RFC 3768 5.3: auth type 0, the interval in whole seconds, then 8 zero bytes of auth data.
-        header = (version << 4 | ADVERTISEMENT, advert.vrid, advert.priority, count, 0, advert.adver_int_cs // 100)
-        trailer = bytes(V2_AUTH_LEN)
+        # RFC 3768 5.3 / RFC 2338 5.3: the auth type, the interval in whole seconds, then 8 bytes of auth data
+        # (the password for PASS, zeros otherwise).
+        header = (version << 4 | ADVERTISEMENT, advert.vrid, advert.priority, count, advert.auth_type,
+                  advert.adver_int_cs // 100)
+        trailer = advert.auth_data
     else:
         # RFC 5798 5.2.6 / 5.2.7: 4 reserved bits (0), then 12 bits of Max Adver Int in centiseconds.
         adver = advert.adver_int_cs
@@ -131,6 +143,8 @@ def _check_encodable(advert: Advert, src: Address, dst: Address) -> None:
         raise ValueError("mixed families: every address must be of the family of src")
     if version == 2:
         _check_v2(advert, src)
+        if advert.auth_type not in (AUTH_NONE, AUTH_PASS, AUTH_AH) or len(advert.auth_data) != V2_AUTH_LEN:
+            raise ValueError(f"auth type {advert.auth_type} with {len(advert.auth_data)} bytes of data")
     else:
         _check_v3(advert, src)
 
@@ -183,11 +197,13 @@ def decode(data: bytes, *, src: Address, dst: Address, ttl: int) -> Advert | Dro
     adver_int_cs = byte5 * 100 if version == 2 else (byte4 & 0x0F) << 8 | byte5
     if adver_int_cs == 0:
         return Drop(DropReason.ADV_INTERVAL, "advertisement interval 0")
-    if version == 2 and byte4 != 0:
-        return Drop(DropReason.AUTH, f"auth type {byte4}, only 0 (none) is supported")
+    if version == 2 and byte4 not in (AUTH_NONE, AUTH_PASS, AUTH_AH):
+        return Drop(DropReason.AUTH_INVALID, f"auth type {byte4}: RFC 2338 defines 0 (none), 1 (PASS), 2 (AH)")
     if vrid == 0:
         return Drop(DropReason.VRID, "vrid 0")
     addresses = _addresses(bytes(data[HEADER_LEN:HEADER_LEN + count * addrlen]), family)
+    if version == 2:
+        return Advert(version, vrid, priority, adver_int_cs, addresses, form, byte4, bytes(data[-V2_AUTH_LEN:]))
     return Advert(version, vrid, priority, adver_int_cs, addresses, form)
 
 
@@ -240,14 +256,78 @@ def internet_checksum(data: bytes, pseudo: int = 0) -> int:
     return 0xFFFF - remainder if remainder else 0
 
 
+# ---- IP Authentication Header (RFC 2338 5.3.6.3, RFC 2402), as keepalived builds and checks it -----------
+# The VRRP message follows an AH header with an HMAC-MD5-96 digest (RFC 2403) keyed by the 8-byte auth_pass.
+# The digest covers the IPv4 header with its mutable fields zeroed (TOS, fragment offset, checksum; the TTL
+# too for unicast, which routers may decrement), the AH header with a zero digest, and the VRRP message.
+# The SPI is the sender's address (there is no SA negotiation in multicast) and the sequence number only
+# ever grows (anti-replay), one sequence per virtual router: a new master continues the old one's.
+
+AH_DIGEST_LEN = 12  # HMAC-MD5-96 (RFC 2403)
+AH_PAYLOAD_LEN = 4  # RFC 2402 2.2: the AH length in 32-bit words, minus 2: (12 + 12) / 4 - 2
+_AH = struct.Struct("!BBHII12s")  # next header, payload length, reserved, SPI, sequence number, digest
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")  # ver/ihl, tos, total length, id, frag, ttl, protocol, checksum, src, dst
+IPV4_HEADER_LEN = _IPV4.size
+AH_HEADER_LEN = _AH.size
+NETWORK_CONTROL_TOS = 0xC0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthHeader:
+    """An AH header as received, and the VRRP message it carries."""
+
+    next_header: int
+    spi: int
+    sequence: int
+    digest: bytes
+    message: bytes
+
+
+def ah_datagram(message: bytes, *, src: IPv4Address, dst: IPv4Address, key: bytes, sequence: int, ip_id: int,
+                ttl: int = REQUIRED_TTL, unicast: bool = False) -> bytes:
+    """The whole IPv4 datagram (header, AH, VRRP `message`) keepalived sends for auth_type AH; the kernel
+    fills in the IP checksum (IP_HDRINCL), nothing else."""
+    total = IPV4_HEADER_LEN + _AH.size + len(message)
+    header = _IPV4.pack(0x45, NETWORK_CONTROL_TOS, total, ip_id, 0, ttl, IPPROTO_AH, 0, src.packed, dst.packed)
+    unsigned = _AH.pack(VRRP_PROTO, AH_PAYLOAD_LEN, 0, int(src), sequence, bytes(AH_DIGEST_LEN))
+    digest = ah_digest(header, unsigned, message, key, unicast)
+    return header + unsigned[:-AH_DIGEST_LEN] + digest + message
+
+
+def ah_digest(ip_header: bytes, ah_header: bytes, message: bytes, key: bytes, unicast: bool) -> bytes:
+    """HMAC-MD5-96 over the header with its mutable fields zeroed, the AH header without digest, the message."""
+    fixed = bytearray(ip_header)  # with any options, as received
+    fixed[1] = 0  # TOS
+    fixed[6:8] = b"\0\0"  # flags and fragment offset
+    fixed[10:12] = b"\0\0"  # header checksum
+    if unicast:
+        fixed[8] = 0  # TTL
+    zeroed = bytes(ah_header[:_AH.size - AH_DIGEST_LEN]) + bytes(AH_DIGEST_LEN)
+    return hmac.new(key, bytes(fixed) + zeroed + bytes(message), hashlib.md5).digest()[:AH_DIGEST_LEN]
+
+
+def parse_ah(data: bytes) -> AuthHeader | Drop:
+    """The AH header at the start of `data` (what follows the IPv4 header) and the message after it."""
+    if len(data) < _AH.size:
+        return Drop(DropReason.LENGTH, f"{len(data)} bytes, shorter than an AH header")
+    next_header, length, _, spi, sequence, digest = _AH.unpack_from(data)
+    if length != AH_PAYLOAD_LEN:
+        return Drop(DropReason.AUTH_FAILURE, f"AH payload length {length}, want {AH_PAYLOAD_LEN} (HMAC-MD5-96)")
+    return AuthHeader(next_header, spi, sequence, digest, bytes(data[_AH.size:]))
+
+
+def digest_matches(expected: bytes, received: bytes) -> bool:
+    return hmac.compare_digest(expected, received)
+
+
 # ---- IPv4 header (raw IPv4 sockets deliver it) --------------------------------------------------------
 
 
-def parse_ipv4(packet: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes] | Drop:
-    """(src, dst, ttl, VRRP message) from an IPv4 packet as a raw socket hands it over.
+def parse_ipv4(packet: bytes, protocol: int = VRRP_PROTO) -> tuple[IPv4Address, IPv4Address, int, bytes] | Drop:
+    """(src, dst, ttl, what follows the header) from an IPv4 packet as a raw socket hands it over.
 
     A header that is not IPv4 or whose IHL / total length do not fit the bytes is LENGTH; a protocol other
-    than 112 is TYPE (not a VRRP packet at all).
+    than `protocol` (112, or 51 for AH) is TYPE (not a VRRP packet at all).
     """
     size = len(packet)
     if size < 20:
@@ -258,8 +338,8 @@ def parse_ipv4(packet: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes] | D
     total_len = int.from_bytes(packet[2:4], "big")
     if not 20 <= header_len <= total_len <= size:
         return Drop(DropReason.LENGTH, f"IHL {header_len} and total length {total_len} in {size} bytes")
-    if packet[9] != VRRP_PROTO:
-        return Drop(DropReason.TYPE, f"IP protocol {packet[9]}, not {VRRP_PROTO}")
+    if packet[9] != protocol:
+        return Drop(DropReason.TYPE, f"IP protocol {packet[9]}, not {protocol}")
     return _v4(packet[12:16]), _v4(packet[16:20]), packet[8], bytes(packet[header_len:total_len])
 
 

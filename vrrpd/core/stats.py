@@ -41,9 +41,12 @@ class Stats:
     def count_drop(self, reason: DropReason) -> None:
         name = reason.value
         setattr(self, name, getattr(self, name) + 1)
+        if reason in _AUTH_REASONS:
+            self.auth_errors += 1
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
+_AUTH_REASONS = frozenset({DropReason.AUTH_INVALID, DropReason.AUTH_MISMATCH, DropReason.AUTH_FAILURE})
 STAT_NAMES = tuple(f.name for f in fields(Stats))

@@ -25,7 +25,7 @@ import struct
 from typing import NamedTuple
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from vrrpd.core.packet import MCAST_V4, MCAST_V6, REQUIRED_TTL, VRRP_PROTO, Drop, parse_ipv4
+from vrrpd.core.packet import IPPROTO_AH, MCAST_V4, MCAST_V6, REQUIRED_TTL, VRRP_PROTO, Drop, parse_ipv4
 
 Address = IPv4Address | IPv6Address
 
@@ -66,6 +66,7 @@ class Received(NamedTuple):
     dst: Address
     ttl: int  # IPv4 TTL or IPv6 hop limit as received
     ifindex: int  # interface the packet arrived on
+    ip_header: bytes | None = None  # IPv4 with AH: the IP header (the digest covers it); payload is AH + VRRP
 
 
 class AdvertSocket:
@@ -82,20 +83,33 @@ class AdvertSocket:
         self._sent_to: dict[tuple[int, int], tuple] = {}  # (id(dst), id(src)) -> (dst, src, sendmsg arguments)
         af = socket.AF_INET if family == "ipv4" else socket.AF_INET6
         self._sock = socket.socket(af, socket.SOCK_RAW, VRRP_PROTO)
+        # IPv4 only: VRRPv2 with auth_type AH (RFC 2338 5.3.6.3) arrives as IP protocol 51 and is sent as whole
+        # datagrams built by the Node (IP_HDRINCL), as keepalived does. Both are opened with the socket so that
+        # an instance switched to AH by a reload needs no new socket.
+        self._ah: socket.socket | None = None
+        self._hdrincl: socket.socket | None = None
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
             if family == "ipv4":
-                self._setup_ipv4(join_multicast)
+                self._setup_ipv4(self._sock, join_multicast)
+                self._ah = socket.socket(af, socket.SOCK_RAW, IPPROTO_AH)
+                self._ah.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+                self._setup_ipv4(self._ah, join_multicast)
+                self._ah.setblocking(False)
+                self._hdrincl = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IPPROTO_RAW: IP_HDRINCL
+                self._hdrincl.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+                self._setup_ipv4(self._hdrincl, False)
+                self._hdrincl.setblocking(False)
             else:
                 self._setup_ipv6(join_multicast)
             self._sock.setblocking(False)
         except BaseException:
-            self._sock.close()
+            self.close()
             raise
 
-    def _setup_ipv4(self, join_multicast: bool) -> None:
-        sock, mreqn = self._sock, struct.pack("=4s4si", MCAST_V4.packed, bytes(4), self.ifindex)
+    def _setup_ipv4(self, sock: socket.socket, join_multicast: bool) -> None:
+        mreqn = struct.pack("=4s4si", MCAST_V4.packed, bytes(4), self.ifindex)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, REQUIRED_TTL)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REQUIRED_TTL)
@@ -123,6 +137,18 @@ class AdvertSocket:
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def filenos(self) -> tuple[int, ...]:
+        """Every descriptor to watch for reading (VRRP, and for IPv4 also AH)."""
+        return (self._sock.fileno(),) + ((self._ah.fileno(),) if self._ah is not None else ())
+
+    def send_datagram(self, datagram: bytes, dst: Address) -> None:
+        """Send a whole IPv4 datagram the caller built (AH authentication); the kernel adds only the checksum."""
+        if self._hdrincl is None:
+            raise OSError(errno.EAFNOSUPPORT, "whole datagrams are IPv4 only")
+        sent = self._hdrincl.sendto(datagram, (str(dst), 0))
+        if sent != len(datagram):
+            raise OSError(errno.EMSGSIZE, f"sent {sent} of {len(datagram)} bytes")
 
     # ---- sending ----------------------------------------------------------------------------------
 
@@ -161,6 +187,8 @@ class AdvertSocket:
         A receive error after some messages were read returns those; the next call raises it.
         """
         out: list[Received] = []
+        if self._ah is not None:
+            out += self._recv_ah(max_packets)
         while len(out) < max_packets:
             try:
                 data, ancillary, flags, address = self._sock.recvmsg(RECV_BUFSIZE, _CMSG_SPACE)
@@ -180,8 +208,25 @@ class AdvertSocket:
                 out.append(received)
         return out
 
-    def _ipv4(self, data: bytes, ancillary) -> Received | None:
-        parsed = parse_ipv4(data)
+    def _recv_ah(self, max_packets: int) -> list[Received]:
+        out: list[Received] = []
+        while len(out) < max_packets:
+            try:
+                data, ancillary, flags, _ = self._ah.recvmsg(RECV_BUFSIZE, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            if flags & _TRUNCATED:
+                self.malformed += 1
+                continue
+            received = self._ipv4(data, ancillary, IPPROTO_AH)
+            if received is None:
+                self.malformed += 1
+            else:
+                out.append(received._replace(ip_header=bytes(data[:(data[0] & 0x0F) * 4])))
+        return out
+
+    def _ipv4(self, data: bytes, ancillary, protocol: int = VRRP_PROTO) -> Received | None:
+        parsed = parse_ipv4(data, protocol)
         if isinstance(parsed, Drop):
             return None
         src, dst, ttl, payload = parsed
@@ -218,7 +263,9 @@ class AdvertSocket:
         return hop_limit, dst, ifindex
 
     def close(self) -> None:
-        self._sock.close()
+        for sock in (self._sock, self._ah, self._hdrincl):
+            if sock is not None:
+                sock.close()
 
     def __enter__(self) -> AdvertSocket:
         return self

@@ -191,7 +191,12 @@ class Lan:
             if other.sockets.get((tx.ifname, tx.family)) != other.index.get(tx.ifname):
                 continue  # a stale socket hears nothing
             for dst, payload in tx.packets:
-                routed = other.node.receive(tx.ifname, tx.family, payload, tx.src, dst, 255, self.now)
+                if tx.header_included:  # a whole IPv4 datagram with AH, as the AH socket hands it over
+                    header_len = (payload[0] & 0x0F) * 4
+                    routed = other.node.receive_ah(tx.ifname, payload[header_len:], payload[:header_len], tx.src,
+                                                   dst, payload[8], self.now)
+                else:
+                    routed = other.node.receive(tx.ifname, tx.family, payload, tx.src, dst, 255, self.now)
                 other.feed_all(other.carry_out(routed))
 
     def run_until(self, end: float) -> None:

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from daemonkit.net import HostPort
 from vrrpd.config import ConfigError, Problem, Script, TrackInterface, load, parse
 from daemonkit.tomlwrite import toml_value
+from vrrpd import config as config_module
 
 REPO = Path(__file__).resolve().parents[3]
+KNOWN_INSTANCE_KEYS = ", ".join(config_module._INSTANCE_KEYS)
 
 SPEC_EXAMPLE = """\
 [global]
@@ -286,9 +288,7 @@ RULES = [
     (dict(notify_fault="[]"), "t.toml:6: instance[VI_1].notify_fault: must be a string, not an array"),
     (dict(vird=51), "t.toml:6: instance[VI_1].vird: unknown key; did you mean 'vrid'?"),
     (dict(colour='"red"'),
-     "t.toml:6: instance[VI_1].colour: unknown key (known: name, interface, vrid, priority, version, "
-     "advert_interval, virtual_ipaddress, preempt, preempt_delay, unicast_src, unicast_peers, garp_repeat, "
-     "garp_refresh, track_interface, track_script, notify, notify_master, notify_backup, notify_fault, notify_stop)"),
+     f"t.toml:6: instance[VI_1].colour: unknown key (known: {KNOWN_INSTANCE_KEYS})"),
 ]
 
 
@@ -425,10 +425,7 @@ def test_lines_inside_multiline_arrays_and_inline_tables():
                         "chk2"]
         """
     assert problems(text) == [
-        "t.toml:8: instance[VI_1].description: unknown key (known: name, interface, vrid, priority, version, "
-        "advert_interval, virtual_ipaddress, preempt, preempt_delay, unicast_src, unicast_peers, garp_repeat, "
-        "garp_refresh, track_interface, track_script, notify, notify_master, notify_backup, notify_fault, "
-        "notify_stop)",
+        f"t.toml:8: instance[VI_1].description: unknown key (known: {KNOWN_INSTANCE_KEYS})",
         't.toml:15: instance[VI_1].virtual_ipaddress: "192.0.2.x" is not an IP address with an optional /prefix',
         "t.toml:20: instance[VI_1].track_interface.weight: must be -253..253, not 999",
         't.toml:23: instance[VI_1].track_script: "chk2" names no [[script]]',

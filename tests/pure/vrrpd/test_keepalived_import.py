@@ -51,7 +51,8 @@ def test_dual_master_node_keeps_priorities_vrids_vips_and_tracking():
     assert a.notify_backup == ("/usr/local/bin/vrrp-notify.sh",)
     assert a.notify_fault == ("/usr/local/bin/vrrp-notify.sh", "FAULT", "VI_A")
     assert a.notify == ("/usr/local/bin/vrrp-all.sh",) and b.notify_stop == ("/usr/local/bin/vrrp-stop.sh",)
-    for lost in ("# not carried: authentication { ... } (line 41)", "# not carried: smtp_alert (line 59)",
+    for lost in ("# not carried: authentication { ... } (line 41): keepalived ignores authentication with VRRPv3",
+                 "# not carried: smtp_alert (line 59)",
                  "# not carried: garp_master_delay 5 (line 38)",
                  "# not carried: include /etc/keepalived/conf.d/*.conf (line 15)",
                  "# not carried: virtual_server 192.0.2.100 80 { ... } (line 84)",
@@ -168,6 +169,30 @@ def test_cli_prints_the_toml_and_exits_2_on_a_parse_error(tmp_path, capsys):
     broken.write_text("vrrp_instance VI_1 {\n")
     assert main(["import-keepalived", str(broken)]) == 2
     assert capsys.readouterr().err.strip() == f"{broken}:1: block opened here is never closed with '}}'"
+
+
+V2_AUTH = """
+vrrp_instance VI_1 {{
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {{ 192.0.2.100/24 }}
+    authentication {{
+{body}
+    }}
+}}
+"""
+
+
+@pytest.mark.parametrize(("body", "carried", "note"), [
+    ("auth_type PASS\nauth_pass s3cret", ("PASS", "s3cret"), "not security"),
+    ("auth_type AH\nauth_pass 1234567890", ("AH", "12345678"), "keepalived uses its first 8"),
+    ("auth_pass s3cret", ("none", ""), "without both auth_type and auth_pass"),
+])
+def test_authentication_is_carried_as_keepalived_uses_it(body, carried, note):
+    text = convert(V2_AUTH.format(body=body), "auth.conf")
+    inst = parse(text).instance("VI_1")
+    assert (inst.version, inst.auth_type, inst.auth_pass) == (2, *carried)
+    assert note in text
 
 
 def test_keepalived_documentation_samples_convert_to_valid_vrrpd_configs():

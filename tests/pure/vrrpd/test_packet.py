@@ -169,8 +169,8 @@ DROPS = [
     ("adver-int-0", v3_message(adver_cs=0), SRC4, 255, DropReason.ADV_INTERVAL),
     ("adver-int-0-reserved-bits-set", v3_message(adver_cs=0xF000), SRC4, 255, DropReason.ADV_INTERVAL),
     ("v2-adver-int-0", v2_message(adver_s=0), SRC4, 255, DropReason.ADV_INTERVAL),
-    ("v2-simple-password", v2_message(authtype=1, auth=b"secret\0\0"), SRC4, 255, DropReason.AUTH),
-    ("v2-ip-ah", v2_message(authtype=2), SRC4, 255, DropReason.AUTH),
+    ("v2-auth-type-3", v2_message(authtype=3), SRC4, 255, DropReason.AUTH_INVALID),
+    ("v2-auth-type-255", v2_message(authtype=255), SRC4, 255, DropReason.AUTH_INVALID),
     ("vrid-0", v3_message(vrid=0), SRC4, 255, DropReason.VRID),
     ("v2-vrid-0", v2_message(vrid=0), SRC4, 255, DropReason.VRID),
 ]

@@ -23,7 +23,7 @@ _SHELL_SYNTAX = re.compile(r"[<>|&;$`*?()]")  # a script that needs /bin/sh to m
 _INSTANCE_ORDER = (
     "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
     "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
-    "track_script", *_NOTIFY,
+    "track_script", *_NOTIFY, "auth_type", "auth_pass",
 )  # fmt: skip
 # Keys whose loss makes a whole table unusable (the safety net then comments the table out).
 _REQUIRED = {"instance": ("name", "interface", "vrid", "virtual_ipaddress"), "script": ("name", "command"),
@@ -198,6 +198,7 @@ class _Converter:
             version = 3
             t.note("keepalived always runs VRRPv3 for IPv6", "version")
         t.values["version"] = version
+        _finish_auth(t, version, state.get("authentication"))
         interval = state.get("advert_int", 1.0)
         if version == 2 and interval != int(interval):
             t.note(f"keepalived: advert_int {interval:g}: VRRPv2 has whole seconds only; rounded", "advert_interval")
@@ -372,10 +373,44 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> No
     elif kw in ("virtual_ipaddress", "unicast_peer", "track_interface", "track_script") and sub.block is not None:
         for item in sub.block:
             _BLOCK_ITEM[kw](conv, t, item)
-    elif kw == "authentication":
-        t.lost(sub, "RFC 3768 removed VRRP authentication and vrrpd sends none; remove it from keepalived peers too")
+    elif kw == "authentication" and sub.block is not None:
+        state["authentication"] = sub
+        _authentication(t, sub)
     else:
         t.lost(sub)
+
+
+def _authentication(t: _Table, sub: Stmt) -> None:
+    """keepalived's authentication block: auth_type PASS | AH and auth_pass, of which it uses 8 bytes."""
+    for item in sub.block:
+        words = item.words[1:]
+        if item.keyword == "auth_type" and words in (["PASS"], ["AH"]) and item.block is None:
+            t.values["auth_type"] = words[0]
+        elif item.keyword == "auth_pass" and len(words) == 1 and words[0] and item.block is None:
+            password = words[0]
+            if len(password.encode()) > config.AUTH_PASS_MAX:
+                password = password.encode()[:config.AUTH_PASS_MAX].decode(errors="ignore")
+                t.note(f"keepalived: auth_pass (line {item.line}) is longer than {config.AUTH_PASS_MAX} bytes; "
+                       "keepalived uses its first 8, and so does this", "auth_pass")
+            t.values["auth_pass"] = password
+        else:
+            t.lost(item)
+
+
+def _finish_auth(t: _Table, version: int, block: Stmt | None) -> None:
+    """keepalived drops authentication it cannot use (VRRPv3, or a type without a password): said, not kept."""
+    kind, password = t.values.get("auth_type"), t.values.get("auth_pass")
+    if kind is None and password is None:
+        return
+    if version == 3 or kind is None or password is None:
+        why = ("keepalived ignores authentication with VRRPv3" if version == 3
+               else "keepalived ignores an authentication block without both auth_type and auth_pass")
+        t.lost(block, why)
+        t.values.pop("auth_type", None)
+        t.values.pop("auth_pass", None)
+        return
+    t.note("keepalived: authentication is RFC 2338 compatibility, not security: PASS sends the password in "
+           "clear, and AH's key is that same password", "auth_type")
 
 
 def _notify(t: _Table, sub: Stmt) -> None:
