@@ -24,6 +24,8 @@ DEFAULT_CONTROL_SOCKET = "/run/vrrpd/vrrpd.sock"
 MIN_WEIGHT, MAX_WEIGHT = -253, 253  # keepalived's range: a weight can never reach 0 or 255 from 1..254
 MAX_GARP_REPEAT = 100
 MAX_GARP_REFRESH = 86400.0
+MAX_GARP_DELAY = 3600.0
+MAX_GARP_INTERVAL = 1.0  # seconds between two frames; more would stretch a takeover's announcements to minutes
 MAX_PREEMPT_DELAY = 1000.0  # keepalived's limit
 MAX_SCRIPT_SECONDS = 3600.0
 MAX_RISE_FALL = 1000
@@ -69,8 +71,13 @@ class Instance:
     preempt_delay: float = 0.0  # seconds
     unicast_src: Address | None = None
     unicast_peers: tuple[Address, ...] = ()
-    garp_repeat: int = 5
-    garp_refresh: float = 0.0  # seconds; 0 = never
+    garp_repeat: int = 5  # also spelt garp_master_repeat, as keepalived does
+    garp_refresh: float = 0.0  # seconds; 0 = never; also spelt garp_master_refresh
+    garp_master_delay: float = 5.0  # seconds after becoming master for a second round; 0 = none (keepalived's 5)
+    garp_master_refresh_repeat: int = 1  # messages per VIP each garp_refresh
+    garp_lower_prio_repeat: int | None = None  # after a lower-priority advert as master; None: garp_repeat; 0: none
+    garp_interval: float = 0.0  # seconds between gratuitous ARPs (IPv4)
+    gna_interval: float = 0.0  # seconds between unsolicited neighbour advertisements (IPv6)
     track_interface: tuple[TrackInterface, ...] = ()
     track_script: tuple[str, ...] = ()
     # Commands as their arguments (split once, at load): `notify` gets INSTANCE <name> <state> <priority> appended.
@@ -245,7 +252,9 @@ def _check_script(checker: _Checker, t: Table) -> Script | None:
 
 _INSTANCE_KEYS = (
     "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
-    "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
+    "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "garp_master_repeat",
+    "garp_master_refresh", "garp_master_delay", "garp_master_refresh_repeat", "garp_lower_prio_repeat",
+    "garp_interval", "gna_interval", "track_interface",
     "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "auth_type",
     "auth_pass",
 )  # fmt: skip
@@ -273,10 +282,7 @@ def _check_instance(checker: _Checker, t: Table) -> Instance | None:
                              "preempt = false cannot hold: lower the priority or remove preempt")
     preempt_delay = t.number("preempt_delay", 0.0, MAX_PREEMPT_DELAY, 0.0)
     src, peers = _unicast(t, family)
-    garp_repeat = t.integer("garp_repeat", 0, MAX_GARP_REPEAT, 5)
-    garp_refresh = t.number("garp_refresh", 0.0, MAX_GARP_REFRESH, 0.0)
-    if garp_refresh is not None and 0 < garp_refresh < 0.01:
-        t.problem("garp_refresh", f"must be 0 (off) or at least 0.01 seconds, not {garp_refresh:g}")
+    garp = _garp(t)
     tracks = _track_interfaces(t, interface)
     scripts = _track_scripts(t, checker.script_names)
     notifies = {key: t.command(key) for key in _NOTIFY_KEYS}
@@ -286,7 +292,7 @@ def _check_instance(checker: _Checker, t: Table) -> Instance | None:
     return Instance(
         name=name, interface=interface, vrid=vrid, priority=priority, version=version, advert_interval=interval,
         virtual_ipaddress=tuple(vip for _, vip in vips), preempt=preempt, preempt_delay=preempt_delay,
-        unicast_src=src, unicast_peers=peers, garp_repeat=garp_repeat, garp_refresh=garp_refresh,
+        unicast_src=src, unicast_peers=peers, **garp,
         track_interface=tracks, track_script=scripts, **notifies, auth_type=auth_type, auth_pass=auth_pass,
     )
 
@@ -395,6 +401,29 @@ def _peer_address(t: Table, key: str, text: str, want: int | None, sub: tuple) -
     else:
         return address
     return None
+
+
+def _garp(t: Table) -> dict:
+    """Gratuitous ARP / NA timing, keepalived's keys (garp_master_repeat and garp_master_refresh are the
+    keepalived spellings of garp_repeat and garp_refresh: one of each pair)."""
+    for ours, theirs in (("garp_repeat", "garp_master_repeat"), ("garp_refresh", "garp_master_refresh")):
+        if ours in t.data and theirs in t.data:
+            t.problem(theirs, f"the same setting as {ours}: set one of them")
+    repeat_key = "garp_master_repeat" if "garp_master_repeat" in t.data else "garp_repeat"
+    refresh_key = "garp_master_refresh" if "garp_master_refresh" in t.data else "garp_refresh"
+    values = {
+        "garp_repeat": t.integer(repeat_key, 0, MAX_GARP_REPEAT, 5),
+        "garp_refresh": t.number(refresh_key, 0.0, MAX_GARP_REFRESH, 0.0),
+        "garp_master_delay": t.number("garp_master_delay", 0.0, MAX_GARP_DELAY, 5.0),
+        "garp_master_refresh_repeat": t.integer("garp_master_refresh_repeat", 1, MAX_GARP_REPEAT, 1),
+        "garp_lower_prio_repeat": t.integer("garp_lower_prio_repeat", 0, MAX_GARP_REPEAT, None),
+        "garp_interval": t.number("garp_interval", 0.0, MAX_GARP_INTERVAL, 0.0),
+        "gna_interval": t.number("gna_interval", 0.0, MAX_GARP_INTERVAL, 0.0),
+    }
+    for key, name in (("garp_refresh", refresh_key), ("garp_master_delay", "garp_master_delay")):
+        if values[key] is not None and 0 < values[key] < 0.01:
+            t.problem(name, f"must be 0 (off) or at least 0.01 seconds, not {values[key]:g}")
+    return values
 
 
 def _auth(t: Table, version: int | None) -> tuple[str, str]:

@@ -356,8 +356,11 @@ class Runtime:
                     except OSError as exc:
                         self.log.error("vip_remove_failed", router=router, address=str(address), error=str(exc))
                         self.feed([n.EffectFailed(router, n.RemoveAddresses(ifname, (address,)), str(exc))])
-            case n.Announce(ifname=ifname, frames=frames, repeat=repeat):
-                failed, error = self.announcer.send(ifname, frames, repeat)
+            case n.Announce(ifname=ifname, frames=frames, repeat=repeat, interval=interval):
+                if interval > 0:
+                    failed, error = await self.announcer.send_paced(ifname, frames, repeat, interval)
+                else:
+                    failed, error = self.announcer.send(ifname, frames, repeat)
                 if failed:
                     self.log.warning("announce_failed", router=router, interface=ifname, frames=failed, error=error)
                     self.feed([n.EffectFailed(router, effect, error or "")])

@@ -20,6 +20,9 @@ def params_for(instance: Instance, primary: Address, sync_gated: bool = False) -
         preempt_delay_cs=instance.preempt_delay_cs,
         garp_repeat=instance.garp_repeat,
         garp_refresh_cs=round(instance.garp_refresh * 100),
+        garp_master_delay_cs=round(instance.garp_master_delay * 100),
+        garp_refresh_repeat=instance.garp_master_refresh_repeat,
+        garp_lower_prio_repeat=instance.garp_lower_prio_repeat,
         sync_gated=sync_gated,
     )
 

@@ -128,11 +128,13 @@ class RemoveAddresses:
 
 @dataclass(frozen=True, slots=True)
 class Announce:
-    """Send these gratuitous ARP / unsolicited NA frames `repeat` times on `ifname`."""
+    """Send these gratuitous ARP / unsolicited NA frames `repeat` times on `ifname`, `interval` seconds
+    apart (keepalived's garp_interval / gna_interval; 0: back to back)."""
 
     ifname: str
     frames: tuple[bytes, ...]
     repeat: int
+    interval: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

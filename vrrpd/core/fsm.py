@@ -180,9 +180,11 @@ class RemoveAddresses:
 
 @dataclass(frozen=True, slots=True)
 class Announce:
-    """Send `count` gratuitous ARPs / unsolicited neighbour advertisements for every virtual address."""
+    """Send `count` gratuitous ARPs / unsolicited neighbour advertisements for every virtual address;
+    `delayed`: the second round, garp_master_delay after taking over (keepalived's)."""
 
     count: int
+    delayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,13 @@ class RouterParams:
     preempt_delay_cs: int = 0
     garp_repeat: int = 5
     garp_refresh_cs: int = 0
+    garp_master_delay_cs: int = 0  # keepalived's garp_master_delay: a second round this long after taking over
+    garp_refresh_repeat: int = 1  # messages per address at each refresh (garp_master_refresh_repeat)
+    garp_lower_prio_repeat: int | None = None  # after a lower-priority master was heard; None: garp_repeat; 0: none
+
+    @property
+    def lower_prio_repeat(self) -> int:
+        return self.garp_repeat if self.garp_lower_prio_repeat is None else self.garp_lower_prio_repeat
     # A sync-group member does not take over alone: when its Master_Down_Timer expires it only wants to, and
     # the group lets its members go MASTER together once every one of them wants to (keepalived's
     # vrrp_sync_can_goto_master: prefer BACKUP to thrashing).
@@ -247,10 +256,11 @@ class _Timers:
     preempt_until: float | None = None  # BACKUP: a lower-priority master is tolerated until then (preempt_delay)
     reannounce: float | None = None  # MASTER: a lower-priority master was heard; announce again then
     answered: float | None = None  # MASTER: when a lower-priority master was last answered at once
+    garp_delay: float | None = None  # MASTER: the delayed second round of announcements (garp_master_delay)
 
     def clear(self) -> None:
         self.adver = self.master_down = self.garp_refresh = self.preempt_until = self.reannounce = None
-        self.answered = None
+        self.answered = self.garp_delay = None
 
 
 @dataclass
@@ -292,7 +302,7 @@ class VirtualRouter:
         t = self._timers
         if self.state is State.BACKUP:
             return t.master_down  # the only timer a backup runs
-        pending = [d for d in (t.adver, t.master_down, t.garp_refresh, t.reannounce) if d is not None]
+        pending = [d for d in (t.adver, t.master_down, t.garp_refresh, t.reannounce, t.garp_delay) if d is not None]
         return min(pending) if pending else None
 
     # -- entry points --------------------------------------------------------------------------------
@@ -329,10 +339,13 @@ class VirtualRouter:
             effects.append(SendAdvert(self.effective_priority))
         if self.state is State.MASTER and t.garp_refresh is not None and now >= t.garp_refresh:
             t.garp_refresh = now + _cs(self.params.garp_refresh_cs)
-            effects.append(Announce(1))
+            effects.append(Announce(self.params.garp_refresh_repeat))
         if self.state is State.MASTER and t.reannounce is not None and now >= t.reannounce:
             t.reannounce = None
-            effects.append(Announce(self.params.garp_repeat or 1))
+            effects.append(Announce(self.params.lower_prio_repeat))
+        if self.state is State.MASTER and t.garp_delay is not None and now >= t.garp_delay:
+            t.garp_delay = None
+            effects.append(Announce(self.params.garp_repeat, delayed=True))
         return effects
 
     def reconfigure(self, params: RouterParams) -> None:
@@ -365,6 +378,8 @@ class VirtualRouter:
         t.adver = now + _cs(self.params.advert_interval_cs)
         if self.params.garp_refresh_cs > 0:
             t.garp_refresh = now + _cs(self.params.garp_refresh_cs)
+        if self.params.garp_master_delay_cs > 0 and self.params.garp_repeat > 0:
+            t.garp_delay = now + _cs(self.params.garp_master_delay_cs)
         self.master_adver_interval_cs = self.params.advert_interval_cs
         self.master_address = self.params.primary_address
         effects: list[Effect] = [SendAdvert(self.effective_priority), AddAddresses()]
@@ -470,7 +485,7 @@ class VirtualRouter:
         # once, shortly, for however many such adverts arrive meanwhile.
         # At most once per advert interval: two masters that both think they win must not ping-pong at the
         # speed of the link; the regular Adver_Timer speaks for us in between.
-        if t.reannounce is None:
+        if t.reannounce is None and self.params.lower_prio_repeat > 0:
             t.reannounce = now + REANNOUNCE_DELAY_S
         if t.answered is not None and now - t.answered < _cs(self.params.advert_interval_cs):
             return []

@@ -619,8 +619,9 @@ class Node:
                     self._install(r, r.inst.virtual_ipaddress, now)
                 case fsm.RemoveAddresses():
                     self._uninstall(r, list(r.installed))
-                case fsm.Announce(count=count):
+                case fsm.Announce(count=count, delayed=delayed):
                     if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
+                        r.stats.garp_delays += delayed
                         self._announce(r, self._frames(r), count)
                 case fsm.StateChanged(old=old, new=new, reason=reason):
                     self._state_changed(r, old, new, reason, now)
@@ -651,7 +652,8 @@ class Node:
 
     def _announce(self, r: _Router, frames: tuple[bytes, ...], repeat: int) -> None:
         r.stats.announcements_tx += len(frames) * repeat
-        self._emit(r, Announce(r.inst.interface, frames, repeat))
+        interval = r.inst.garp_interval if r.inst.family == "ipv4" else r.inst.gna_interval
+        self._emit(r, Announce(r.inst.interface, frames, repeat, interval))
 
     def _install(self, r: _Router, vips: Iterable[Interface], now: float) -> None:
         """Add what is not there yet; an address already present that we did not add is not ours to own."""

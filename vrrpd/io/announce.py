@@ -7,6 +7,7 @@ say) is counted and the rest still go out.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 
@@ -29,6 +30,18 @@ class Announcer:
                 except OSError as exc:
                     failed += 1
                     first = first or str(exc)
+        return failed, first
+
+    async def send_paced(self, ifname: str, frames: tuple[bytes, ...], repeat: int,
+                         interval: float) -> tuple[int, str | None]:
+        """As `send`, with `interval` seconds between two frames (keepalived's garp_interval / gna_interval,
+        for switches that cannot take a flood of them)."""
+        failed, first = 0, None
+        for index in range(repeat * len(frames)):
+            if index:
+                await asyncio.sleep(interval)
+            lost, error = self.send(ifname, (frames[index % len(frames)],), 1)
+            failed, first = failed + lost, first or error
         return failed, first
 
     def _socket(self, ifname: str) -> socket.socket:

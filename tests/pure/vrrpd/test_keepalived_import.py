@@ -37,7 +37,7 @@ def test_dual_master_node_keeps_priorities_vrids_vips_and_tracking():
     assert (b.interface, b.vrid, b.priority, b.version, b.advert_interval) == ("eth0", 52, 100, 3, 1.0)
     assert vips(a) == ["192.0.2.100/24"] and vips(b) == ["192.0.2.101/24"]
     assert a.preempt and not b.preempt and b.preempt_delay == 30.0
-    assert (a.garp_repeat, a.garp_refresh) == (3, 60.0)
+    assert (a.garp_repeat, a.garp_refresh, a.garp_master_delay) == (3, 60.0, 5.0)
     assert str(b.unicast_src) == "192.0.2.1" and [str(p) for p in b.unicast_peers] == ["192.0.2.2"]
     assert a.track_interface == (TrackInterface("eth1", -20), TrackInterface("eth2", 0))
     assert config.script("chk_csserver").command == (
@@ -53,7 +53,6 @@ def test_dual_master_node_keeps_priorities_vrids_vips_and_tracking():
     assert a.notify == ("/usr/local/bin/vrrp-all.sh",) and b.notify_stop == ("/usr/local/bin/vrrp-stop.sh",)
     for lost in ("# not carried: authentication { ... } (line 41): keepalived ignores authentication with VRRPv3",
                  "# not carried: smtp_alert (line 59)",
-                 "# not carried: garp_master_delay 5 (line 38)",
                  "# not carried: include /etc/keepalived/conf.d/*.conf (line 15)",
                  "# not carried: virtual_server 192.0.2.100 80 { ... } (line 84)",
                  "# not carried: user keepalived_script (line 24)",
@@ -193,6 +192,44 @@ def test_authentication_is_carried_as_keepalived_uses_it(body, carried, note):
     inst = parse(text).instance("VI_1")
     assert (inst.version, inst.auth_type, inst.auth_pass) == (2, *carried)
     assert note in text
+
+
+GARP = """
+global_defs {
+  vrrp_garp_master_delay 10
+  vrrp_garp_interval 0.001
+  vrrp_gna_interval 0.002
+  vrrp_garp_lower_prio_repeat 2
+}
+garp_group {
+  garp_interval 0.01
+  interface eth1
+}
+vrrp_instance A {
+  interface eth0
+  virtual_router_id 1
+  garp_master_delay 3
+  garp_master_refresh 30
+  garp_master_refresh_repeat 2
+  garp_lower_prio_repeat 0
+  virtual_ipaddress { 192.0.2.1 }
+}
+vrrp_instance B {
+  interface eth1
+  virtual_router_id 2
+  virtual_ipaddress { 192.0.2.2 }
+}
+"""
+
+
+def test_garp_timing_is_carried_from_the_instance_global_defs_and_garp_groups():
+    config = parse(convert(GARP, "garp.conf"))
+    a, b = config.instance("A"), config.instance("B")
+    assert (a.garp_master_delay, a.garp_refresh, a.garp_master_refresh_repeat, a.garp_lower_prio_repeat) == \
+        (3.0, 30.0, 2, 0)
+    assert (a.garp_interval, a.gna_interval) == (0.001, 0.002)  # global_defs, where the instance is silent
+    assert (b.garp_master_delay, b.garp_lower_prio_repeat) == (10.0, 2)
+    assert (b.garp_interval, b.gna_interval) == (0.01, 0.002)  # its interface's garp_group wins over global_defs
 
 
 def test_keepalived_documentation_samples_convert_to_valid_vrrpd_configs():

@@ -98,6 +98,8 @@ class _Converter:
         self.instances: list[_Table] = []
         self.groups: list[_Table] = []
         self.grouped_weights: dict[str, bool] = {}  # instance -> keepalived keeps track weights
+        self.instance_defaults: dict[str, tuple[object, str]] = {}  # vrrpd key -> (value, where keepalived set it)
+        self.garp_groups: list[tuple[set[str], dict[str, tuple[object, str]]]] = []  # interfaces -> intervals
 
     def run(self, stmts: list[Stmt]) -> None:
         for stmt in stmts:
@@ -105,7 +107,9 @@ class _Converter:
                 self._global_defs(stmt)
         handlers = {"vrrp_script": self._script, "vrrp_instance": self._instance, "vrrp_sync_group": None}
         for stmt in stmts:
-            if stmt.keyword in handlers and stmt.block is not None and len(stmt.words) == 2:
+            if stmt.keyword == "garp_group" and stmt.block is not None and len(stmt.words) == 1:
+                self._garp_group(stmt)
+            elif stmt.keyword in handlers and stmt.block is not None and len(stmt.words) == 2:
                 if handlers[stmt.keyword]:
                     handlers[stmt.keyword](stmt)
             elif stmt.keyword in ("include", "includer", "includem", "includew", "includeb", "includea"):
@@ -116,12 +120,47 @@ class _Converter:
             if stmt.keyword == "vrrp_sync_group" and stmt.block is not None and len(stmt.words) == 2:
                 self._sync_group(stmt)
         self._resolve_weights()
+        self._apply_defaults()
+
+    def _garp_group(self, stmt: Stmt) -> None:
+        """keepalived's garp_group: garp_interval / gna_interval for the instances on its interface(s)."""
+        interfaces: set[str] = set()
+        values: dict[str, tuple[object, str]] = {}
+        for sub in stmt.block:
+            args = sub.words[1:]
+            if sub.keyword == "interface" and len(args) == 1:
+                interfaces.add(args[0])
+            elif sub.keyword == "interfaces" and sub.block is not None:
+                interfaces |= {word for item in sub.block for word in item.words}
+            elif sub.keyword in ("garp_interval", "gna_interval") and len(args) == 1 \
+                    and _garp_value(sub.keyword, args[0]) is not None:
+                values[sub.keyword] = (_garp_value(sub.keyword, args[0]), f"garp_group (line {stmt.line})")
+            else:
+                self.top_notes.append(f"not carried: {sub.brief()}")
+        self.garp_groups.append((interfaces, values))
+
+    def _apply_defaults(self) -> None:
+        """What keepalived's global_defs and garp_groups set for instances that do not set it themselves.
+        keepalived spaces a garp_group's messages over all its interfaces together; vrrpd per instance."""
+        for inst in self.instances:
+            own = {**self.instance_defaults}
+            for interfaces, values in self.garp_groups:
+                if inst.values.get("interface") in interfaces:
+                    own.update(values)
+            for key, (value, where) in own.items():
+                if key not in inst.values:
+                    inst.values[key] = value
+                    inst.note(f"keepalived: {where}", key)
 
     def _global_defs(self, stmt: Stmt) -> None:
         for sub in stmt.block:
             args = sub.words[1:]
             if sub.keyword == "router_id" and len(args) == 1 and sub.block is None:
                 self.global_.values["router_id"] = args[0]
+            elif sub.keyword in _GLOBAL_GARP and len(args) == 1 and sub.block is None \
+                    and _garp_value(_GLOBAL_GARP[sub.keyword], args[0]) is not None:
+                key = _GLOBAL_GARP[sub.keyword]
+                self.instance_defaults[key] = (_garp_value(key, args[0]), f"{sub.keyword} (line {sub.line})")
             elif sub.keyword == "vrrp_version" and args in (["2"], ["3"]):
                 self.vrrp_version = int(args[0])
                 self.global_.note(f"keepalived: vrrp_version {args[0]} (line {sub.line}): "
@@ -368,6 +407,8 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> No
         t.values["garp_repeat"] = int(one)
     elif kw == "garp_master_refresh" and _ranged(one, 0, config.MAX_GARP_REFRESH) is not None:
         t.values["garp_refresh"] = float(one)
+    elif kw in _GARP_KEYS and _garp_value(kw, one) is not None:
+        t.values[kw] = _garp_value(kw, one)
     elif kw in _NOTIFY and args and sub.block is None:
         _notify(t, sub)
     elif kw in ("virtual_ipaddress", "unicast_peer", "track_interface", "track_script") and sub.block is not None:
@@ -484,6 +525,27 @@ def _track_script(conv: _Converter, t: _Table, item: Stmt) -> None:
     else:
         return t.lost(item, "vrrpd has no reverse weights" if "reverse" in rest else "")
     t.tracks.append(_Track(item.words[0], weight, item))
+
+
+_GARP_KEYS = {  # keepalived instance keyword -> (low, high, type): the same name in vrrpd
+    "garp_master_delay": (0, config.MAX_GARP_DELAY, float),
+    "garp_master_refresh_repeat": (1, config.MAX_GARP_REPEAT, int),
+    "garp_lower_prio_repeat": (0, config.MAX_GARP_REPEAT, int),
+}
+# global_defs keywords that set every instance's default (an instance's own keyword wins), by vrrpd key
+_GLOBAL_GARP = {"vrrp_garp_master_delay": "garp_master_delay", "vrrp_garp_master_repeat": "garp_repeat",
+                "vrrp_garp_master_refresh": "garp_refresh", "vrrp_garp_master_refresh_repeat":
+                "garp_master_refresh_repeat", "vrrp_garp_lower_prio_repeat": "garp_lower_prio_repeat",
+                "vrrp_garp_interval": "garp_interval", "vrrp_gna_interval": "gna_interval"}
+_GARP_RANGES = {"garp_repeat": (0, config.MAX_GARP_REPEAT, int), "garp_refresh": (0, config.MAX_GARP_REFRESH, float),
+                "garp_interval": (0, config.MAX_GARP_INTERVAL, float),
+                "gna_interval": (0, config.MAX_GARP_INTERVAL, float), **_GARP_KEYS}
+
+
+def _garp_value(key: str, word: str | None) -> int | float | None:
+    low, high, kind = _GARP_RANGES[key]
+    value = _ranged(word, low, high, kind is int)
+    return None if value is None else kind(value)
 
 
 _BLOCK_ITEM = {"virtual_ipaddress": _vip, "unicast_peer": _peer, "track_interface": _track_interface,
