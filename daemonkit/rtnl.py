@@ -28,6 +28,13 @@ NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWRULE, RTM_DELRULE = 32, 33
+RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 2, 4, 5, 6, 7, 15
+FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_TABLE, FRA_OIFNAME = 1, 2, 3, 6, 15, 17
+RTN_UNICAST, RTPROT_STATIC, RT_TABLE_MAIN, RT_TABLE_COMPAT = 1, 4, 254, 252
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+FR_ACT_TO_TBL = 1
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 IFLA_ADDRESS, IFLA_IFNAME = 1, 3
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
@@ -40,6 +47,8 @@ _NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBi")  # family, prefix length, flags, scope, index
 _RTATTR = struct.Struct("=HH")  # length, type
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst len, src len, tos, table, protocol, scope, type, flags
+_FIB_RULE = struct.Struct("=BBBBBBBBI")  # family, dst len, src len, tos, table, reserved x2, action, flags
 _ERRNO = struct.Struct("=i")
 
 
@@ -133,6 +142,46 @@ def addr_body(index: int, address: Interface, flags: int = 0) -> bytes:
     body += attribute(IFA_LOCAL, address.ip.packed) + attribute(IFA_ADDRESS, address.ip.packed)
     if flags:
         body += attribute(IFA_FLAGS, struct.pack("=I", flags))
+    return body
+
+
+def route_body(family: int, dst, *, gateway=None, oif: int | None = None, prefsrc=None, table: int | None = None,
+               metric: int | None = None, scope: int | None = None, kind: int = RTN_UNICAST) -> bytes:
+    """An rtmsg for a route of type `kind` (RTN_*) to network `dst` (ipaddress network), as `ip route` sends it."""
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    table = RT_TABLE_MAIN if table is None else table
+    if scope is None:
+        scope = RT_SCOPE_UNIVERSE if gateway is not None or kind != RTN_UNICAST else RT_SCOPE_LINK
+    body = _RTMSG.pack(af, dst.prefixlen, 0, 0, table if table < 256 else RT_TABLE_COMPAT, RTPROT_STATIC, scope,
+                       kind, 0)
+    body += attribute(RTA_DST, dst.network_address.packed) + attribute(RTA_TABLE, struct.pack("=I", table))
+    if gateway is not None:
+        body += attribute(RTA_GATEWAY, gateway.packed)
+    if oif is not None:
+        body += attribute(RTA_OIF, struct.pack("=i", oif))
+    if prefsrc is not None:
+        body += attribute(RTA_PREFSRC, prefsrc.packed)
+    if metric is not None:
+        body += attribute(RTA_PRIORITY, struct.pack("=I", metric))
+    return body
+
+
+def rule_body(family: int, table: int, *, src=None, dst=None, priority: int | None = None,
+              iifname: str | None = None, oifname: str | None = None) -> bytes:
+    """A fib_rule_hdr for `from src to dst [iif] [oif] [priority] lookup table`, as `ip rule` would send it."""
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    body = _FIB_RULE.pack(af, dst.prefixlen if dst is not None else 0, src.prefixlen if src is not None else 0, 0,
+                          table if table < 256 else RT_TABLE_COMPAT, 0, 0, FR_ACT_TO_TBL, 0)
+    body += attribute(FRA_TABLE, struct.pack("=I", table))
+    if src is not None:
+        body += attribute(FRA_SRC, src.network_address.packed)
+    if dst is not None:
+        body += attribute(FRA_DST, dst.network_address.packed)
+    if priority is not None:
+        body += attribute(FRA_PRIORITY, struct.pack("=I", priority))
+    for kind, name in ((FRA_IIFNAME, iifname), (FRA_OIFNAME, oifname)):
+        if name is not None:
+            body += attribute(kind, name.encode() + b"\0")
     return body
 
 
@@ -234,6 +283,22 @@ class Rtnl:
     async def remove_address(self, index: int, address: Interface) -> None:
         """Remove `address`; OSError(EADDRNOTAVAIL) when it is not there."""
         await self.request(RTM_DELADDR, NLM_F_ACK, addr_body(index, address))
+
+    async def add_route(self, body: bytes) -> None:
+        """Add the route of `route_body`; OSError(EEXIST) when it is there already."""
+        await self.request(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+    async def remove_route(self, body: bytes) -> None:
+        """Remove the route of `route_body`; OSError(ESRCH) when there is none."""
+        await self.request(RTM_DELROUTE, NLM_F_ACK, body)
+
+    async def add_rule(self, body: bytes) -> None:
+        """Add the rule of `rule_body`; OSError(EEXIST) when it is there already."""
+        await self.request(RTM_NEWRULE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+    async def remove_rule(self, body: bytes) -> None:
+        """Remove the rule of `rule_body`; OSError(ENOENT) when there is none."""
+        await self.request(RTM_DELRULE, NLM_F_ACK, body)
 
 
 # ---- hearing ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 
 from daemonkit.net import Address, HostPort, Interface, ip_address_or_none, parse_host_port
 
+from vrrpd.config_routing import Route, Rule, routes as _routes, rules as _rules
 from daemonkit.tomlcheck import (
     ConfigError, Findings, Problem, Table, check_document, check_list, describe, key_label, name_label, quote,
     read_config, unknown,
@@ -90,6 +91,22 @@ class Instance:
     # (PASS sends the password in clear; AH's HMAC-MD5 key is that same 8-byte password).
     auth_type: str = "none"
     auth_pass: str = ""
+    unicast_ttl: int = 255  # sent on unicast adverts; below 255 (peers beyond a router) the TTL is not required
+    mcast_src_ip: Address | None = None  # the source of multicast adverts (else the interface's primary)
+    dont_track_primary: bool = False  # the own interface going down does not mean FAULT
+    virtual_ipaddress_excluded: tuple[Interface, ...] = ()  # moved with the VIPs, never in adverts; any family
+    virtual_routes: tuple[Route, ...] = ()  # installed after the addresses on becoming master, removed before
+    virtual_rules: tuple[Rule, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[Interface, ...]:
+        """Every address this instance holds as master: the advertised VIPs, then the excluded ones."""
+        return self.virtual_ipaddress + self.virtual_ipaddress_excluded
+
+    @property
+    def source(self) -> Address | None:
+        """The configured source of adverts, if any (unicast_src or mcast_src_ip)."""
+        return self.unicast_src if self.unicast_src is not None else self.mcast_src_ip
 
     @property
     def auth_key(self) -> bytes:
@@ -256,7 +273,8 @@ _INSTANCE_KEYS = (
     "garp_master_refresh", "garp_master_delay", "garp_master_refresh_repeat", "garp_lower_prio_repeat",
     "garp_interval", "gna_interval", "track_interface",
     "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "auth_type",
-    "auth_pass",
+    "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary", "virtual_ipaddress_excluded", "virtual_routes",
+    "virtual_rules",
 )  # fmt: skip
 _NOTIFY_KEYS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 
@@ -287,13 +305,14 @@ def _check_instance(checker: _Checker, t: Table) -> Instance | None:
     scripts = _track_scripts(t, checker.script_names)
     notifies = {key: t.command(key) for key in _NOTIFY_KEYS}
     auth_type, auth_pass = _auth(t, version)
+    more = _more(t, family, peers, src, {vip.ip for _, vip in vips})
     if t.bad or family is None:
         return None
     return Instance(
         name=name, interface=interface, vrid=vrid, priority=priority, version=version, advert_interval=interval,
         virtual_ipaddress=tuple(vip for _, vip in vips), preempt=preempt, preempt_delay=preempt_delay,
         unicast_src=src, unicast_peers=peers, **garp,
-        track_interface=tracks, track_script=scripts, **notifies, auth_type=auth_type, auth_pass=auth_pass,
+        track_interface=tracks, track_script=scripts, **notifies, auth_type=auth_type, auth_pass=auth_pass, **more,
     )
 
 
@@ -401,6 +420,35 @@ def _peer_address(t: Table, key: str, text: str, want: int | None, sub: tuple) -
     else:
         return address
     return None
+
+
+def _more(t: Table, family: str | None, peers: tuple, unicast_src: Address | None, vips: set[Address]) -> dict:
+    """unicast_ttl, mcast_src_ip, dont_track_primary, virtual_ipaddress_excluded, virtual_routes, virtual_rules."""
+    ttl = t.integer("unicast_ttl", 1, 255, 255)
+    if "unicast_ttl" in t.data and not peers:
+        t.problem("unicast_ttl", "only for unicast adverts: set unicast_peers, or remove it")
+    mcast_src = None
+    text = t.text("mcast_src_ip", None)
+    if text is not None:
+        mcast_src = _peer_address(t, "mcast_src_ip", text, {"ipv4": 4, "ipv6": 6}.get(family), ())
+        if peers or unicast_src is not None:
+            t.problem("mcast_src_ip", "the source of multicast adverts; with unicast_src / unicast_peers use "
+                                      "unicast_src alone")
+    excluded, seen = [], set(vips)
+    for index, entry in t.strings("virtual_ipaddress_excluded", []) or []:
+        vip = parse_vip(entry)
+        if isinstance(vip, str):
+            t.problem("virtual_ipaddress_excluded", vip, (index,))
+        elif vip.ip in seen:
+            t.problem("virtual_ipaddress_excluded", f"{vip.ip} is listed twice (here or in virtual_ipaddress)",
+                      (index,))
+        else:
+            seen.add(vip.ip)
+            excluded.append(vip)
+    return {"unicast_ttl": ttl, "mcast_src_ip": mcast_src,
+            "dont_track_primary": t.get("dont_track_primary", "a boolean", False),
+            "virtual_ipaddress_excluded": tuple(excluded),
+            "virtual_routes": _routes(t, is_interface_name), "virtual_rules": _rules(t, is_interface_name)}
 
 
 def _garp(t: Table) -> dict:
@@ -515,12 +563,13 @@ def _check_across(checker: _Checker, instances: list[tuple[int, Instance]]) -> N
             checker.add(where + ("vrid",), f"{label}.vrid", f"VRID {inst.vrid} on {inst.interface} ({inst.family}) "
                                                             f"is already used by instance {quote(by_key[inst.key])}")
         by_key.setdefault(inst.key, inst.name)
-        for index, vip in enumerate(inst.virtual_ipaddress):
-            if vip.ip in by_vip:
-                checker.add(where + ("virtual_ipaddress", index), f"{label}.virtual_ipaddress",
-                            f"{vip.ip} is already a virtual address of instance {quote(by_vip[vip.ip])}")
-            by_vip.setdefault(vip.ip, inst.name)
+        for key in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
+            for index, vip in enumerate(getattr(inst, key)):
+                if vip.ip in by_vip:
+                    checker.add(where + (key, index), f"{label}.{key}",
+                                f"{vip.ip} is already a virtual address of instance {quote(by_vip[vip.ip])}")
+                by_vip.setdefault(vip.ip, inst.name)
 
 
-__all__ = ["Config", "ConfigError", "GlobalConfig", "Instance", "Problem", "Script", "SyncGroup", "TrackInterface",
-           "load", "parse"]
+__all__ = ["Config", "ConfigError", "GlobalConfig", "Instance", "Problem", "Route", "Rule", "Script", "SyncGroup",
+           "TrackInterface", "load", "parse"]

@@ -36,6 +36,8 @@ COUNTER_HELP = {
     "vip_add_errors": "Virtual addresses netlink failed to add (logged).",
     "vip_remove_errors": "Virtual addresses netlink failed to remove (logged).",
     "announce_errors": "Gratuitous ARP / NA frames that could not be sent (logged).",
+    "route_add_errors": "virtual_routes / virtual_rules netlink failed to add (logged).",
+    "route_remove_errors": "virtual_routes / virtual_rules netlink failed to remove (logged).",
     "vips_restored": "Virtual addresses someone else removed from this master, put back.",
     "announcements_tx": "Gratuitous ARP / unsolicited NA frames sent.",
     "garp_delays": "Delayed second rounds of gratuitous ARPs / NAs (garp_master_delay) sent.",

@@ -312,11 +312,11 @@ class Runtime:
                 if tx.header_included:
                     sock.send_datagram(payload, dst)
                 else:
-                    sock.send(payload, dst, tx.src)
+                    sock.send(payload, dst, tx.src, tx.ttl)
             except OSError as exc:
                 self.log.warning("send_failed", router=router, interface=tx.ifname, dst=str(dst), error=str(exc))
                 self.feed([n.EffectFailed(router, n.Transmit(tx.ifname, tx.family, tx.src, ((dst, payload),),
-                                                             tx.header_included), str(exc))])
+                                                             tx.header_included, tx.ttl), str(exc))])
 
     def _open_socket(self, key: tuple[str, str]) -> None:
         self._close_socket(key)
@@ -356,6 +356,8 @@ class Runtime:
                     except OSError as exc:
                         self.log.error("vip_remove_failed", router=router, address=str(address), error=str(exc))
                         self.feed([n.EffectFailed(router, n.RemoveAddresses(ifname, (address,)), str(exc))])
+            case n.AddRoutes() | n.RemoveRoutes():
+                await self._carry_routes(router, effect)
             case n.Announce(ifname=ifname, frames=frames, repeat=repeat, interval=interval):
                 if interval > 0:
                     failed, error = await self.announcer.send_paced(ifname, frames, repeat, interval)
@@ -368,6 +370,25 @@ class Runtime:
                 self.notify.submit(jobs)
             case n.Retire():
                 self.queues.pop(router, None)
+
+    async def _carry_routes(self, router: int, effect: n.AddRoutes | n.RemoveRoutes) -> None:
+        adding = isinstance(effect, n.AddRoutes)
+        kind = n.AddRoutes if adding else n.RemoveRoutes
+        items = [(route, True) for route in effect.routes] + [(rule, False) for rule in effect.rules]
+        for item, is_route in items:
+            try:
+                if adding:
+                    await (self.netlink.add_route(item, effect.ifname) if is_route else self.netlink.add_rule(item))
+                else:
+                    await (self.netlink.remove_route(item, effect.ifname) if is_route
+                           else self.netlink.remove_rule(item))
+            except OSError as exc:
+                exists = adding and exc.errno == errno.EEXIST
+                if not exists:
+                    self.log.error("route_add_failed" if adding else "route_remove_failed", router=router,
+                                   route=str(item), error=str(exc))
+                one = ((item,), ()) if is_route else ((), (item,))
+                self.feed([n.EffectFailed(router, kind(effect.ifname, *one), str(exc), exists)])
 
     # ---- reload, status -------------------------------------------------------------------------------
 

@@ -38,3 +38,71 @@ def test_garp_rounds_are_spaced_by_garp_interval_and_repeated_after_garp_master_
     gaps = [later - earlier for earlier, later in zip(times, times[1:])]
     assert all(0.18 <= gap <= 0.5 for gap in gaps[:2] + gaps[3:]), gaps  # within a round: garp_interval apart
     assert 1.5 - 0.45 <= times[3] - times[0] <= 1.5 + 0.5, gaps  # the second round: garp_master_delay later
+
+
+def _routes(host, *args: str) -> str:
+    return host.run(["ip", *args]).stdout
+
+
+def test_virtual_routes_rules_and_excluded_addresses_come_and_go_with_the_vips(lab, tmp_path):
+    net = lab(2)
+    a, b = net.hosts
+    routes = [{"to": "198.51.100.0/24", "via": "192.0.2.254"},
+              {"to": "203.0.113.0/24", "src": VIP, "table": 100},
+              {"to": "198.51.100.128/25", "type": "blackhole", "table": 100}]
+    rules = [{"from": f"{VIP}/32", "table": 100, "priority": 1000}]
+    node = lone_master(a, tmp_path, virtual_routes=routes, virtual_rules=rules,
+                       virtual_ipaddress_excluded=["192.0.2.200/24", "2001:db8::200/64"])
+
+    def installed() -> bool:
+        return ("198.51.100.0/24 via 192.0.2.254" in _routes(a, "route", "show")
+                and "203.0.113.0/24 dev eth0" in _routes(a, "route", "show", "table", "100")
+                and "blackhole 198.51.100.128/25" in _routes(a, "route", "show", "table", "100")
+                and f"1000:\tfrom {VIP} lookup 100" in _routes(a, "rule", "show"))
+
+    wait_until(installed, 10, message=node.log_text()[-2000:])
+    assert "src 192.0.2.100" in _routes(a, "route", "show", "table", "100")
+    assert a.has_address("192.0.2.200") and a.has_address("2001:db8::200")
+    # Leaving MASTER (its link lost) takes all of it away, and the routes go before the addresses they use.
+    a.set_link(False)  # carrier lost: the kernel keeps the routes (linkdown); vrrpd must take them away
+    wait_until(lambda: node.state("VI_1") == "FAULT", 5)
+    wait_until(lambda: "198.51.100" not in _routes(a, "route", "show") + _routes(a, "route", "show", "table", "100")
+               and "lookup 100" not in _routes(a, "rule", "show"), 5, message=node.log_text()[-2000:])
+    assert not a.has_address("192.0.2.200") and not a.has_address("2001:db8::200")
+    stats = node.instance("VI_1")["stats"]
+    assert stats["route_add_errors"] == stats["route_remove_errors"] == 0
+
+
+def test_unicast_ttl_goes_on_the_wire_and_mcast_src_ip_is_the_source(lab, tmp_path):
+    net = lab(3)
+    a, b, c = net.hosts
+
+    def inst(me, peer, priority, **kw):
+        return {"name": "VI_1", "interface": "eth0", "vrid": 51, "priority": priority, "advert_interval": 0.1,
+                "virtual_ipaddress": [f"{VIP}/24"], **kw}
+
+    unicast = {"unicast_ttl": 64}
+    capture = net.capture(b, "ip proto 112")
+    try:
+        master = VrrpdNode(a, tmp_path, [inst(a, b, 200, unicast_src=str(a.ipv4), unicast_peers=[str(b.ipv4)],
+                                              **unicast)]).start()
+        backup = VrrpdNode(b, tmp_path, [inst(b, a, 100, unicast_src=str(b.ipv4), unicast_peers=[str(a.ipv4)],
+                                              **unicast)]).start()
+        wait_until(lambda: (backup.instance("VI_1") or {}).get("stats", {}).get("adverts_rx", 0) >= 3, 10,
+                   message=master.log_text()[-1500:] + backup.log_text()[-1500:])
+        assert backup.state("VI_1") == "BACKUP"
+    finally:
+        capture.stop()
+    ttls = {row["ip.ttl"] for row in capture.decode(["ip.ttl"], f"ip.src == {a.ipv4}")}
+    assert ttls == {"64"}
+    # mcast_src_ip: multicast adverts from a second address of the interface, not the primary
+    c.run(["ip", "address", "add", "192.0.2.50/24", "dev", "eth0"])
+    other = VrrpdNode(c, tmp_path, [{**inst(c, a, 100, mcast_src_ip="192.0.2.50"), "vrid": 52,
+                                     "virtual_ipaddress": ["192.0.2.102/24"]}]).start()
+    wait_until(lambda: other.state("VI_1") == "MASTER", 10, message=other.log_text()[-1500:])
+    capture = net.capture(a, "ip proto 112 and ip dst 224.0.0.18")
+    try:
+        wait_until(lambda: capture.decode(["ip.src"], "vrrp.virt_rtr_id == 52"), 5)
+    finally:
+        capture.stop()
+    assert {row["ip.src"] for row in capture.decode(["ip.src"], "vrrp.virt_rtr_id == 52")} == {"192.0.2.50"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from daemonkit.net import Address, Interface
-from vrrpd.config import Config, Script
+from vrrpd.config import Config, Route, Rule, Script
 from vrrpd.core.fsm import State
 from vrrpd.core.notify import Job
 
@@ -112,6 +112,7 @@ class Transmit:
     src: Address
     packets: tuple[tuple[Address, bytes], ...]
     header_included: bool = False
+    ttl: int = 255  # the TTL / hop limit to send with (unicast_ttl); whole datagrams carry their own
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,22 @@ class AddAddresses:
 class RemoveAddresses:
     ifname: str
     addresses: tuple[Interface, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AddRoutes:
+    """Install an instance's virtual_routes (on their dev, else `ifname`) and virtual_rules."""
+
+    ifname: str
+    routes: tuple[Route, ...]
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRoutes:
+    ifname: str
+    routes: tuple[Route, ...]
+    rules: tuple[Rule, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +212,9 @@ class Retire:
     """The router is gone (a reload removed it): nothing follows in its queue."""
 
 
-Effect = (Transmit | AddAddresses | RemoveAddresses | Announce | Notify | StateChanged | OpenSocket | CloseSocket
-          | RunScripts | Log | Status | Retire)
-QUEUED = (AddAddresses, RemoveAddresses, Announce, Notify, Retire)
+Effect = (Transmit | AddAddresses | RemoveAddresses | AddRoutes | RemoveRoutes | Announce | Notify | StateChanged
+          | OpenSocket | CloseSocket | RunScripts | Log | Status | Retire)
+QUEUED = (AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, Retire)
 
 
 class Routed(NamedTuple):

@@ -26,8 +26,8 @@ from vrrpd.core.checks import addresses_differ, check_advert
 from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
 from vrrpd.core.fsm import FaultReason, State
 from vrrpd.core.events import (
-    AddAddresses, AddressChanged, Announce, CloseSocket, EffectFailed, Effect, Event, LinkChanged, Log,
-    Notify, OpenSocket, PacketIn, Reconfigure, RemoveAddresses, Retire, Routed, RunScripts, ScriptChanged,
+    AddAddresses, AddRoutes, AddressChanged, Announce, CloseSocket, EffectFailed, Effect, Event, LinkChanged, Log,
+    Notify, OpenSocket, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
     SocketChanged, Start, StateChanged, Status, Stop, Transmit,
 )
 from vrrpd.core.notify import jobs_for
@@ -49,7 +49,7 @@ _HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress,
 
 class _Router:
     __slots__ = ("id", "inst", "vips", "fsm", "stats", "cache", "primary", "installed", "since", "frames",
-                 "group", "scheduled", "started", "ah_sequence", "ip_id")
+                 "group", "scheduled", "started", "ah_sequence", "ip_id", "routed")
 
     def __init__(self, router_id: int, inst: Instance, now: float):
         self.id = router_id
@@ -67,6 +67,7 @@ class _Router:
         self.started = False
         self.ah_sequence = 0  # auth_type AH: the highest sequence number heard or sent (RFC 2402 anti-replay)
         self.ip_id = 0  # auth_type AH: the IPv4 id of the last datagram built (never 0: the kernel would pick one)
+        self.routed: tuple[tuple, tuple] = ((), ())  # the virtual routes and rules installed, not removed since
 
     @property
     def key(self) -> tuple[str, str]:
@@ -156,6 +157,8 @@ class Node:
                 and heard[3] == ifname and heard[4] == family:
             return self._believe(heard[5], heard[6], heard[7], src, now)
         routers = self._by_link.get((ifname, family), {})
+        if ttl != packet.REQUIRED_TTL:
+            ttl = self._ttl_seen(routers, payload, dst, ttl)
         result = packet.decode(payload, src=src, dst=dst, ttl=ttl)
         if isinstance(result, packet.Drop):
             # Blame the instance whose VRID byte it carries, else the router-wide counters.
@@ -193,6 +196,8 @@ class Node:
             return []
         if ah.next_header != packet.VRRP_PROTO:
             return []  # AH protecting something else: not ours to judge
+        if ttl != packet.REQUIRED_TTL:
+            ttl = self._ttl_seen(routers, ah.message, dst, ttl)
         result = packet.decode(ah.message, src=src, dst=dst, ttl=ttl)
         if isinstance(result, packet.Drop):
             target = routers.get(ah.message[1]) if len(ah.message) > 1 else None
@@ -215,6 +220,16 @@ class Node:
             return []
         r.ah_sequence = ah.sequence
         return self._believe(r, result, False, src, now)  # VRRPv2: a differing address list was dropped above
+
+    @staticmethod
+    def _ttl_seen(routers: dict[int, _Router], message: bytes, dst: Address, ttl: int) -> int:
+        """The TTL the RFC 5798 7.1 check is to see: a unicast advert for an instance whose peers are beyond a
+        router (unicast_ttl below 255) passes whatever TTL is left; keepalived checks none for unicast."""
+        r = routers.get(message[1]) if len(message) > 1 else None
+        if r is not None and r.inst.unicast_peers and r.inst.unicast_ttl < packet.REQUIRED_TTL \
+                and not dst.is_multicast and ttl > 0:
+            return packet.REQUIRED_TTL
+        return ttl
 
     def _believe(self, r: _Router, result: packet.Advert, differ: bool, src: Address, now: float) -> list[Routed]:
         stats = r.stats
@@ -303,6 +318,7 @@ class Node:
             for r in self.routers.values():
                 if r.inst.interface == event.ifname:
                     r.installed.clear()
+                    r.routed = ((), ())  # the kernel took the routes through the old interface with it
             for key in self._by_link:
                 if key[0] == event.ifname:
                     self._requested.pop(key, None)
@@ -359,10 +375,11 @@ class Node:
         self._emit(None, OpenSocket(*key))
 
     def _primary(self, r: _Router) -> Address | None:
-        """The source of the router's adverts: `unicast_src` while it is on the interface, else the interface's."""
-        if r.inst.unicast_src is not None:
-            present = r.inst.unicast_src in self._addrs.get(r.inst.interface, {})
-            return r.inst.unicast_src if present else None
+        """The source of the router's adverts: `unicast_src` / `mcast_src_ip` while it is on the interface,
+        else the interface's."""
+        configured = r.inst.source  # unicast_src, or mcast_src_ip
+        if configured is not None:
+            return configured if configured in self._addrs.get(r.inst.interface, {}) else None
         key = r.key
         if key not in self._primaries:
             self._primaries[key] = self._interface_primary(*key)
@@ -385,7 +402,7 @@ class Node:
         if link is None or link.index is None:
             return {fsm.NoInterface()}
         faults: set[FaultReason] = set()
-        if not link.up:
+        if not link.up and not r.inst.dont_track_primary:
             faults.add(fsm.LinkDown())
         if self._sockets.get(r.key) != link.index:
             faults.add(fsm.NoSocket())
@@ -442,7 +459,7 @@ class Node:
         if r.fsm.params.owner:
             return
         table = self._addrs.get(r.inst.interface, {})
-        stale = tuple(table[v.ip][0] for v in r.inst.virtual_ipaddress if v.ip in table)
+        stale = tuple(table[v.ip][0] for v in r.inst.addresses if v.ip in table)
         if stale:
             for iface in stale:
                 table.pop(iface.ip, None)
@@ -460,9 +477,9 @@ class Node:
     def _index_vips(self) -> None:
         """Which router each VIP belongs to, and which addresses are never a source (non-owner VIPs)."""
         self._heard = {}  # what was accepted was accepted by the old configuration
-        self._vip_router = {(r.inst.interface, ip): r for r in self.routers.values() for ip in r.vips}
-        self._vip_ips = frozenset(ip for r in self.routers.values() if r.inst.priority != fsm.OWNER_PRIORITY
-                                  for ip in r.vips)
+        self._vip_router = {(r.inst.interface, v.ip): r for r in self.routers.values() for v in r.inst.addresses}
+        self._vip_ips = frozenset(v.ip for r in self.routers.values() if r.inst.priority != fsm.OWNER_PRIORITY
+                                  for v in r.inst.addresses)
         self._primaries = {}
         self._scripts = {s.name: s for s in self.config.scripts}
 
@@ -529,10 +546,10 @@ class Node:
     def _keep(self, r: _Router, inst: Instance, now: float) -> None:
         """Same (interface, vrid, family): same state; a master's addresses are diffed, a VIP that stays is
         never touched (RFC 5798 leaves reloads to us; keepalived does the same)."""
-        old = {v.ip: v for v in r.inst.virtual_ipaddress}
-        new = {v.ip: v for v in inst.virtual_ipaddress}
+        old = {v.ip: v for v in r.inst.addresses}
+        new = {v.ip: v for v in inst.addresses}
         r.inst = inst
-        r.vips = frozenset(new)
+        r.vips = frozenset(v.ip for v in inst.virtual_ipaddress)
         r.frames = None
         src = r.primary or _unspecified(inst.family)
         r.cache = AdvertCache(inst, src)
@@ -548,6 +565,7 @@ class Node:
         self._uninstall(r, gone)
         if added:
             self._announce(r, self._frames(r, {v.ip for v in added}), 1)
+        self._route(r, inst.virtual_routes, inst.virtual_rules)
         self._apply(r, [fsm.SendAdvert(r.fsm.effective_priority)], now)
 
     # -- sync groups -------------------------------------------------------------------------------------------
@@ -616,8 +634,10 @@ class Node:
                 case fsm.SendAdvert(priority=priority):
                     self._transmit(r, priority)
                 case fsm.AddAddresses():
-                    self._install(r, r.inst.virtual_ipaddress, now)
+                    self._install(r, r.inst.addresses, now)
+                    self._route(r, r.inst.virtual_routes, r.inst.virtual_rules)
                 case fsm.RemoveAddresses():
+                    self._route(r, (), ())
                     self._uninstall(r, list(r.installed))
                 case fsm.Announce(count=count, delayed=delayed):
                     if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
@@ -634,19 +654,20 @@ class Node:
         r.stats.adverts_tx += len(packets)
         if priority == 0:
             r.stats.priority_zero_tx += len(packets)
+        ttl = r.inst.unicast_ttl if r.inst.unicast_peers else packet.REQUIRED_TTL
         if r.inst.auth_type == "AH":
-            self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, self._with_ah(r, packets), True))
+            self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, self._with_ah(r, packets, ttl), True))
             return
-        self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, packets))
+        self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, packets, ttl=ttl))
 
-    def _with_ah(self, r: _Router, packets: tuple[tuple[Address, bytes], ...]) -> tuple[tuple[Address, bytes], ...]:
+    def _with_ah(self, r: _Router, packets: tuple[tuple[Address, bytes], ...], ttl: int) -> tuple[tuple[Address, bytes], ...]:
         """Each message inside its own AH datagram: the next sequence number, a fresh IP id (keepalived's)."""
         out = []
         for dst, message in packets:
             r.ah_sequence = min(r.ah_sequence + 1, 0xFFFFFFFF)
             r.ip_id = r.ip_id % 0xFFFF + 1
             out.append((dst, packet.ah_datagram(message, src=r.primary, dst=dst, key=r.inst.auth_key,
-                                                sequence=r.ah_sequence, ip_id=r.ip_id,
+                                                sequence=r.ah_sequence, ip_id=r.ip_id, ttl=ttl,
                                                 unicast=bool(r.inst.unicast_peers))))
         return tuple(out)
 
@@ -666,6 +687,18 @@ class Node:
             table[v.ip] = (v, 0)
         r.installed.update(added)
         self._emit(r, AddAddresses(r.inst.interface, added))
+
+    def _route(self, r: _Router, routes: tuple, rules: tuple) -> None:
+        """Make the installed virtual routes and rules these: the ones to go removed (before the addresses
+        they may use), the new ones added (after them); a route already there stays untouched."""
+        old_routes, old_rules = r.routed
+        gone = (tuple(x for x in old_routes if x not in routes), tuple(x for x in old_rules if x not in rules))
+        new = (tuple(x for x in routes if x not in old_routes), tuple(x for x in rules if x not in old_rules))
+        r.routed = (routes, rules)
+        if (gone[0] or gone[1]) and self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
+            self._emit(r, RemoveRoutes(r.inst.interface, *gone))
+        if new[0] or new[1]:
+            self._emit(r, AddRoutes(r.inst.interface, *new))
 
     def _uninstall(self, r: _Router, vips: Iterable[Interface]) -> None:
         removed = tuple(v for v in vips if v in r.installed)
@@ -687,11 +720,11 @@ class Node:
         if r.frames is None or r.frames[0] != basis:
             source = link_local or eui64_link_local(mac)
             frames = tuple(garp_frame(v.ip, mac) if v.version == 4 else na_frame(v.ip, mac, source, link.forwarding)
-                           for v in r.inst.virtual_ipaddress)
+                           for v in r.inst.addresses)
             r.frames = (basis, frames)
         if only is None:
             return r.frames[1]
-        return tuple(f for v, f in zip(r.inst.virtual_ipaddress, r.frames[1]) if v.ip in only)
+        return tuple(f for v, f in zip(r.inst.addresses, r.frames[1]) if v.ip in only)
 
     def _state_changed(self, r: _Router, old: State, new: State, reason: str, now: float) -> None:
         r.since = now
@@ -722,6 +755,14 @@ class Node:
                     stats.vip_add_errors += 1
             case RemoveAddresses():
                 stats.vip_remove_errors += 1
+            case AddRoutes(routes=routes, rules=rules):
+                if event.exists and r is not None:  # there before us: not ours to remove later
+                    r.routed = (tuple(x for x in r.routed[0] if x not in routes),
+                                tuple(x for x in r.routed[1] if x not in rules))
+                elif not event.exists:
+                    stats.route_add_errors += 1
+            case RemoveRoutes():
+                stats.route_remove_errors += 1
             case Announce():
                 stats.announce_errors += 1
 

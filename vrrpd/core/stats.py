@@ -33,6 +33,8 @@ class Stats:
     vip_add_errors: int = 0
     vip_remove_errors: int = 0
     announce_errors: int = 0
+    route_add_errors: int = 0  # virtual_routes / virtual_rules netlink failed to add
+    route_remove_errors: int = 0
     vips_restored: int = 0  # VIPs someone else removed from under this master, put back
     announcements_tx: int = 0  # gratuitous ARP / unsolicited NA frames handed to the socket
     garp_delays: int = 0  # delayed second rounds of announcements (garp_master_delay) sent

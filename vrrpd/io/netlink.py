@@ -16,6 +16,7 @@ from collections.abc import Callable
 from daemonkit import log as logging
 from daemonkit import rtnl
 from daemonkit.net import Address, Interface
+from vrrpd.config_routing import ROUTE_TYPES, SCOPES
 from vrrpd.core import events as n
 
 ADDRESS_GROUPS = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR
@@ -28,6 +29,11 @@ def forwarding(ifname: str) -> bool:
             return sysctl.read().strip() == "1"
     except OSError:
         return False
+
+
+def _rule_body(rule) -> bytes:
+    return rtnl.rule_body(rule.family, rule.table, src=rule.from_, dst=rule.to, priority=rule.priority,
+                          iifname=rule.iif, oifname=rule.oif)
 
 
 class Netlink:
@@ -80,6 +86,44 @@ class Netlink:
                 return False
             raise
         return True
+
+    async def add_route(self, route, ifname: str) -> None:
+        """Add a virtual route (vrrpd.config_routing.Route; its dev, else `ifname`); OSError(EEXIST) when it is
+        there already, ENODEV when its interface is not."""
+        await self.rtnl.add_route(self._route_body(route, ifname))
+
+    async def remove_route(self, route, ifname: str) -> bool:
+        """Remove a virtual route; False when it was not there (or its interface is gone, and the route with it)."""
+        try:
+            await self.rtnl.remove_route(self._route_body(route, ifname))
+        except OSError as exc:
+            if exc.errno in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                return False
+            raise
+        return True
+
+    async def add_rule(self, rule) -> None:
+        """Add a virtual rule (vrrpd.config_routing.Rule); OSError(EEXIST) when it is there already."""
+        await self.rtnl.add_rule(_rule_body(rule))
+
+    async def remove_rule(self, rule) -> bool:
+        try:
+            await self.rtnl.remove_rule(_rule_body(rule))
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ESRCH):
+                return False
+            raise
+        return True
+
+    def _route_body(self, route, ifname: str) -> bytes:
+        """A route without dev goes out of the instance's interface when it has no next hop; with one, the
+        kernel finds the interface (as `ip route add ... via` does); other types have no interface at all."""
+        index = None
+        if route.type == "unicast" and (route.dev is not None or route.via is None):
+            index = self._index_or_raise(route.dev or ifname)
+        scope = None if route.scope is None else SCOPES[route.scope]
+        return rtnl.route_body(route.family, route.to, gateway=route.via, oif=index, prefsrc=route.src,
+                               table=route.table, metric=route.metric, scope=scope, kind=ROUTE_TYPES[route.type])
 
     def _index_or_raise(self, ifname: str) -> int:
         index = self.index(ifname)

@@ -152,31 +152,38 @@ class AdvertSocket:
 
     # ---- sending ----------------------------------------------------------------------------------
 
-    def send(self, payload: bytes, dst: Address, src: Address) -> None:
+    def send(self, payload: bytes, dst: Address, src: Address, ttl: int = REQUIRED_TTL) -> None:
         """Send one VRRP message to `dst` from exactly `src`; any failure (EAGAIN, ENETDOWN...) is OSError."""
         # sendmsg's arguments are built once per (dst, src) pair: a master re-sends the same pair every advert
         # interval, and building them (address parsing, struct packing) cost more than the sendmsg call.
         # Keyed by identity, because hashing an ipaddress object formats it as hex; the entry holds both
         # objects, so their ids cannot be reused while it exists, and a different but equal object just
         # builds one more entry.
-        entry = self._sent_to.get((id(dst), id(src)))
+        entry = self._sent_to.get((id(dst), id(src), ttl))
         if entry is None or entry[0] is not dst or entry[1] is not src:
-            entry = self._remember(dst, src)
+            entry = self._remember(dst, src, ttl)
         sent = self._sock.sendmsg((payload,), *entry[2])
         if sent != len(payload):
             raise OSError(errno.EMSGSIZE, f"sent {sent} of {len(payload)} bytes")
 
-    def _remember(self, dst: Address, src: Address) -> tuple:
-        """(dst, src, sendmsg's ancillary data, flags and address), remembered for the next send."""
+    def _remember(self, dst: Address, src: Address, ttl: int) -> tuple:
+        """(dst, src, sendmsg's ancillary data, flags and address), remembered for the next send; a TTL other
+        than the socket's 255 (unicast_ttl) goes as a control message of its own."""
         if self.family == "ipv4":
             info = _IN_PKTINFO.pack(self.ifindex, IPv4Address(src).packed, bytes(4))
-            args = ([(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, (str(dst), 0))
+            ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+            if ttl != REQUIRED_TTL:
+                ancillary.append((socket.IPPROTO_IP, socket.IP_TTL, struct.pack("=i", ttl)))
+            args = (ancillary, 0, (str(dst), 0))
         else:
             info = _IN6_PKTINFO.pack(IPv6Address(src).packed, self.ifindex)
-            args = ([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (str(dst), 0, 0, self.ifindex))
+            ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
+            if ttl != REQUIRED_TTL:
+                ancillary.append((socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("=i", ttl)))
+            args = (ancillary, 0, (str(dst), 0, 0, self.ifindex))
         if len(self._sent_to) >= MAX_REMEMBERED:
             self._sent_to.clear()
-        entry = self._sent_to[(id(dst), id(src))] = (dst, src, args)
+        entry = self._sent_to[(id(dst), id(src), ttl)] = (dst, src, args)
         return entry
 
     # ---- receiving --------------------------------------------------------------------------------

@@ -562,7 +562,7 @@ def test_random_values_give_a_config_or_problems_with_lines(table_key, value):
         # The changed key is to blame, at its line, or something elsewhere that refers to it.
         assert all(p.line is not None for p in result), result
         assert any(p.line == line for p in result) or all(
-            "names no" in p.message or "already" in p.message for p in result), result
+            "names no" in p.message or "already" in p.message or "own interface" in p.message for p in result), result
 
 
 # ---- toml_positions on its own ------------------------------------------------------------------------

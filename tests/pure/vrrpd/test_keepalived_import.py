@@ -91,9 +91,9 @@ def test_ipv6_owner_nopreempt_and_corners():
     assert vips(inst) == ["2001:db8:1::1/64", "2001:db8:1::2/64"]
     assert inst.preempt and inst.track_interface == ()  # own interface is always tracked
     assert [str(p) for p in inst.unicast_peers] == ["2001:db8:1::b"]
+    assert [str(v) for v in inst.virtual_ipaddress_excluded] == ["2001:db8:1::100/64"]
     for lost in ("# not carried: nopreempt: an address owner (priority 255) always takes over",
                  "# not carried: 192.0.2.60/24 (line 14): an IPv4 address in an IPv6 instance",
-                 "# not carried: virtual_ipaddress_excluded { ... } (line 16)",
                  "# not carried: @node_a preempt_delay 10 (line 23): conditional configuration",
                  "# not carried: use_vmac vrrp.60 (line 24)", "# not carried: $IF=eth0 (line 2)",
                  "# not carried: eth0 (line 22): vrrpd always tracks the instance's own interface"):
@@ -230,6 +230,53 @@ def test_garp_timing_is_carried_from_the_instance_global_defs_and_garp_groups():
     assert (a.garp_interval, a.gna_interval) == (0.001, 0.002)  # global_defs, where the instance is silent
     assert (b.garp_master_delay, b.garp_lower_prio_repeat) == (10.0, 2)
     assert (b.garp_interval, b.gna_interval) == (0.01, 0.002)  # its interface's garp_group wins over global_defs
+
+
+SOURCES_AND_ROUTES = """
+vrrp_instance M {
+  interface eth0
+  virtual_router_id 1
+  mcast_src_ip 192.0.2.5
+  dont_track_primary
+  virtual_ipaddress { 192.0.2.1 }
+  virtual_ipaddress_excluded {
+    192.0.2.2/24
+    2001:db8::2/64
+  }
+  virtual_routes {
+    src 192.0.2.1 to 198.51.100.0/24 via 192.0.2.254 dev eth1 metric 10
+    unreachable 203.0.113.0/24
+    198.51.100.128/25 via 192.0.2.1 or 192.0.2.2
+  }
+  virtual_rules {
+    from 192.0.2.1 table 100 priority 100
+    from all to 198.51.100.0/24 lookup 101
+  }
+}
+vrrp_instance U {
+  interface eth0
+  virtual_router_id 2
+  mcast_src_ip 192.0.2.6
+  unicast_ttl 64
+  unicast_peer { 192.0.2.7 }
+  virtual_ipaddress { 192.0.2.3 }
+}
+"""
+
+
+def test_sources_excluded_addresses_routes_and_rules_are_carried():
+    text = convert(SOURCES_AND_ROUTES, "routes.conf")
+    config = parse(text)
+    m, u = config.instance("M"), config.instance("U")
+    assert (str(m.mcast_src_ip), m.dont_track_primary, m.unicast_src) == ("192.0.2.5", True, None)
+    assert [str(v) for v in m.virtual_ipaddress_excluded] == ["192.0.2.2/24", "2001:db8::2/64"]
+    assert [str(r) for r in m.virtual_routes] == ["198.51.100.0/24 via 192.0.2.254 dev eth1 src 192.0.2.1 metric 10",
+                                                  "unreachable 203.0.113.0/24"]
+    assert "a multipath route (or)" in text
+    assert [str(r) for r in m.virtual_rules] == ["from 192.0.2.1/32 priority 100 table 100",
+                                                 "to 198.51.100.0/24 table 101"]
+    # keepalived's mcast_src_ip is the source of unicast adverts too when unicast_src_ip is not set
+    assert (str(u.unicast_src), u.mcast_src_ip, u.unicast_ttl) == ("192.0.2.6", None, 64)
 
 
 def test_keepalived_documentation_samples_convert_to_valid_vrrpd_configs():

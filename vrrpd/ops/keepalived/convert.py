@@ -23,7 +23,8 @@ _SHELL_SYNTAX = re.compile(r"[<>|&;$`*?()]")  # a script that needs /bin/sh to m
 _INSTANCE_ORDER = (
     "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
     "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
-    "track_script", *_NOTIFY, "auth_type", "auth_pass",
+    "track_script", *_NOTIFY, "auth_type", "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary",
+    "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules",
 )  # fmt: skip
 # Keys whose loss makes a whole table unusable (the safety net then comments the table out).
 _REQUIRED = {"instance": ("name", "interface", "vrid", "virtual_ipaddress"), "script": ("name", "command"),
@@ -238,6 +239,7 @@ class _Converter:
             t.note("keepalived always runs VRRPv3 for IPv6", "version")
         t.values["version"] = version
         _finish_auth(t, version, state.get("authentication"))
+        _finish_sources(t, state)
         interval = state.get("advert_int", 1.0)
         if version == 2 and interval != int(interval):
             t.note(f"keepalived: advert_int {interval:g}: VRRPv2 has whole seconds only; rounded", "advert_interval")
@@ -397,12 +399,14 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> No
         pass  # keepalived's default, kept for backwards compatibility
     elif kw == "preempt_delay" and _ranged(one, 0, config.MAX_PREEMPT_DELAY) is not None:
         t.values["preempt_delay"] = float(one)
-    elif kw in ("unicast_src_ip", "mcast_src_ip") and one and config.ip_address_or_none(one):
-        if kw == "mcast_src_ip":
-            if "unicast_src" in t.values:
-                return t.lost(sub)
-            t.note(f"keepalived: mcast_src_ip {one} (line {sub.line}): the source address of adverts", "unicast_src")
+    elif kw == "unicast_src_ip" and one and config.ip_address_or_none(one):
         t.values["unicast_src"] = one
+    elif kw == "mcast_src_ip" and one and config.ip_address_or_none(one):
+        state["mcast_src_ip"] = (one, sub)  # which key it is depends on unicast_peer: settled at the end
+    elif kw == "unicast_ttl" and _ranged(one, 1, 255, True):
+        state["unicast_ttl"] = (int(one), sub)
+    elif kw == "dont_track_primary" and not args:
+        t.values["dont_track_primary"] = True
     elif kw == "garp_master_repeat" and _ranged(one, 0, config.MAX_GARP_REPEAT, True) is not None:
         t.values["garp_repeat"] = int(one)
     elif kw == "garp_master_refresh" and _ranged(one, 0, config.MAX_GARP_REFRESH) is not None:
@@ -411,7 +415,7 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> No
         t.values[kw] = _garp_value(kw, one)
     elif kw in _NOTIFY and args and sub.block is None:
         _notify(t, sub)
-    elif kw in ("virtual_ipaddress", "unicast_peer", "track_interface", "track_script") and sub.block is not None:
+    elif kw in _BLOCK_ITEM and sub.block is not None:
         for item in sub.block:
             _BLOCK_ITEM[kw](conv, t, item)
     elif kw == "authentication" and sub.block is not None:
@@ -452,6 +456,28 @@ def _finish_auth(t: _Table, version: int, block: Stmt | None) -> None:
         return
     t.note("keepalived: authentication is RFC 2338 compatibility, not security: PASS sends the password in "
            "clear, and AH's key is that same password", "auth_type")
+
+
+def _finish_sources(t: _Table, state: dict) -> None:
+    """keepalived's mcast_src_ip is the source of every advert: of unicast ones too when unicast_src_ip is not
+    set; unicast_ttl counts only for unicast."""
+    unicast = "unicast_peers" in t.values
+    if "mcast_src_ip" in state:
+        address, stmt = state["mcast_src_ip"]
+        if not unicast:
+            t.values["mcast_src_ip"] = address
+        elif "unicast_src" not in t.values:
+            t.values["unicast_src"] = address
+            t.note(f"keepalived: mcast_src_ip {address} (line {stmt.line}): with unicast_peer, the source of the "
+                   "unicast adverts", "unicast_src")
+        else:
+            t.lost(stmt, "unicast_src_ip is the source of this instance's unicast adverts")
+    if "unicast_ttl" in state:
+        ttl, stmt = state["unicast_ttl"]
+        if unicast:
+            t.values["unicast_ttl"] = ttl
+        else:
+            t.lost(stmt, "keepalived uses it for unicast adverts only, and this instance sends multicast")
 
 
 def _notify(t: _Table, sub: Stmt) -> None:
@@ -548,8 +574,82 @@ def _garp_value(key: str, word: str | None) -> int | float | None:
     return None if value is None else kind(value)
 
 
+def _excluded(conv: _Converter, t: _Table, item: Stmt) -> None:
+    """virtual_ipaddress_excluded: moved with the VIPs, not advertised; of either family."""
+    vip = config.parse_vip(item.words[0]) if item.block is None else "a block"
+    if isinstance(vip, str):
+        return t.lost(item, vip)
+    taken = {config.parse_vip(text).ip for inst in conv.instances
+             for key in ("virtual_ipaddress", "virtual_ipaddress_excluded") for text in inst.values.get(key, [])}
+    if vip.ip in taken:
+        return t.lost(item, f"{vip.ip} is already an address of an instance")
+    if item.words[1:]:
+        t.note(f"not carried: options of {item.brief()}: {' '.join(item.words[1:])}", "virtual_ipaddress_excluded")
+    t.values.setdefault("virtual_ipaddress_excluded", []).append(item.words[0])
+
+
+_ROUTE_WORDS = {"src": "src", "via": "via", "gw": "via", "dev": "dev", "table": "table", "metric": "metric",
+                "scope": "scope", "to": "to"}
+_RULE_WORDS = {"from": "from", "to": "to", "table": "table", "lookup": "table", "priority": "priority",
+               "preference": "priority", "pref": "priority", "iif": "iif", "oif": "oif"}
+
+
+def _route(conv: _Converter, t: _Table, item: Stmt) -> None:
+    """A virtual_routes line as keepalived reads it: [src A] [to] PREFIX [via|gw A] [dev IF] [scope S]
+    [table T] [metric M], or blackhole / unreachable / prohibit PREFIX."""
+    route, words = {}, list(item.words)
+    if words and words[0] in ("blackhole", "unreachable", "prohibit"):
+        route["type"] = words.pop(0)
+    while words:
+        word = words.pop(0)
+        if word in _ROUTE_WORDS and words:
+            route[_ROUTE_WORDS[word]] = words.pop(0)
+        elif word == "or":
+            return t.lost(item, "a multipath route (or): vrrpd installs one next hop per route")
+        elif "to" not in route:
+            route["to"] = word
+        else:
+            return t.lost(item, f"vrrpd has no route option {word!r}")
+    _entry(t, item, "virtual_routes", route, ("table", "metric"))
+
+
+def _rule(conv: _Converter, t: _Table, item: Stmt) -> None:
+    """A virtual_rules line: from P [to P] [iif IF] [oif IF] [priority N] table T."""
+    rule, words = {}, list(item.words)
+    while words:
+        word = words.pop(0)
+        if word in _RULE_WORDS and words:
+            rule[_RULE_WORDS[word]] = words.pop(0)
+        else:
+            return t.lost(item, f"vrrpd has no rule option {word!r}")
+    for key in ("from", "to"):
+        if rule.get(key) == "all":
+            del rule[key]
+    _entry(t, item, "virtual_rules", rule, ("table", "priority"))
+
+
+def _entry(t: _Table, item: Stmt, key: str, entry: dict, numbers: tuple[str, ...]) -> None:
+    """Add one route or rule if vrrpd takes it as it stands, else say why not."""
+    for name in numbers:
+        if name in entry:
+            if not entry[name].isdigit():
+                return t.lost(item, f"{name} {entry[name]!r} is not a number")
+            entry[name] = int(entry[name])
+    for name in ("to", "from"):
+        if name in entry and "/" not in entry[name]:  # keepalived takes a bare address as a host route
+            entry[name] += "/32" if ":" not in entry[name] else "/128"
+    probe = f'[[instance]]\nname = "x"\ninterface = "eth0"\nvrid = 1\nvirtual_ipaddress = ["192.0.2.1"]\n' \
+            f"{key} = [{toml_value(entry)}]\n"
+    try:
+        config.parse(probe)
+    except config.ConfigError as exc:
+        return t.lost(item, exc.problems[0].message)
+    t.values.setdefault(key, []).append(entry)
+
+
 _BLOCK_ITEM = {"virtual_ipaddress": _vip, "unicast_peer": _peer, "track_interface": _track_interface,
-               "track_script": _track_script}
+               "track_script": _track_script, "virtual_ipaddress_excluded": _excluded, "virtual_routes": _route,
+               "virtual_rules": _rule}
 
 
 def convert(text: str, path: str) -> str:
