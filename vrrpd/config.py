@@ -144,6 +144,7 @@ class GlobalConfig:
     log_format: str | None = None  # "json" | "console" | None: console on a tty, else json
     log_level: str = "info"
     metrics_listen: HostPort | None = None  # where the Prometheus endpoint listens
+    notify_fifo: str | None = None  # every transition written here as keepalived writes its notify_fifo
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def _check_global(checker: _Checker, data) -> GlobalConfig:
         checker.add(("global",), "global", f"must be a table ([global]), not {describe(data)}")
         return GlobalConfig()
     t = checker.table(("global",), "global", data)
-    t.only(("router_id", "control_socket", "log_format", "log_level", "metrics_listen"))
+    t.only(("router_id", "control_socket", "log_format", "log_level", "metrics_listen", "notify_fifo"))
     router_id = t.text("router_id", None)
     sock = t.text("control_socket", DEFAULT_CONTROL_SOCKET)
     if sock is not None and len(sock.encode()) > SUN_PATH_MAX:
@@ -240,9 +241,12 @@ def _check_global(checker: _Checker, data) -> GlobalConfig:
     metrics = parse_host_port(text, names=True) if text is not None else None
     if text is not None and metrics is None:
         t.problem("metrics_listen", f'must be HOST:PORT (e.g. "127.0.0.1:9101" or "[::1]:9101"), not {quote(text)}')
+    fifo = t.text("notify_fifo", "", empty_ok=True) or None
+    if fifo is not None and not fifo.startswith("/"):
+        t.problem("notify_fifo", f"must be an absolute path, not {quote(fifo)}")
     if t.bad:
         return GlobalConfig()
-    return GlobalConfig(router_id or socket.gethostname(), sock, log_format, log_level, metrics)
+    return GlobalConfig(router_id or socket.gethostname(), sock, log_format, log_level, metrics, fifo)
 
 
 def _check_script(checker: _Checker, t: Table) -> Script | None:

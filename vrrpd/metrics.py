@@ -98,7 +98,9 @@ def _counter_families(instances: list[dict], status: dict) -> list[Family]:
     notify = _numbers(status.get("notify"))
     for key, help_ in (("completed", "Notify commands that ran and exited 0."),
                        ("failed", "Notify commands that failed, timed out or could not start."),
-                       ("dropped", "Notify commands dropped because the queue was full.")):
+                       ("dropped", "Notify commands dropped because the queue was full."),
+                       ("fifo_written", "Lines written to the notify FIFO."),
+                       ("fifo_dropped", "Lines for the notify FIFO dropped (its reader too slow, the pipe full).")):
         if key in notify:
             family = Family(f"vrrpd_notify_{key}_total", "counter", help_)
             family.add((), notify[key])

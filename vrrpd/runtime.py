@@ -35,6 +35,7 @@ from vrrpd.core.node import Node
 from vrrpd.core.status import status as status_view
 from vrrpd.io.announce import Announcer
 from vrrpd.io.control import ControlServer
+from vrrpd.io.fifo import NotifyFifo
 from vrrpd.io.netlink import Netlink
 from vrrpd.io.notify import NotifyRunner
 from vrrpd.io.scripts import Scripts
@@ -89,6 +90,7 @@ class Runtime:
         self.announcer = Announcer()
         self.scripts = Scripts(lambda name, up: self.feed([n.ScriptChanged(name, up)]))
         self.notify = NotifyRunner()
+        self.fifo = NotifyFifo(config.global_.notify_fifo) if config.global_.notify_fifo else None
         self.queues: dict[int, RouterQueue] = {}
         self.control: ControlServer | None = None
         self.metrics = None  # vrrpd.io.metrics_http.MetricsServer when metrics_listen is set
@@ -105,6 +107,8 @@ class Runtime:
     # ---- life cycle -------------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        if self.fifo is not None:
+            self.fifo.open()  # a path that cannot be a FIFO refuses the start (OSError, exit 1)
         self.notify.start()
         await self.netlink.start(self.feed)  # the facts first: sockets open before any router starts
         self.feed([n.Start()])
@@ -155,6 +159,8 @@ class Runtime:
             self._close_socket(key)
         self.announcer.close()
         await self.notify.stop()
+        if self.fifo is not None:
+            self.fifo.close()
         self.netlink.close()
         self.log.info("stopped")
 
@@ -368,6 +374,9 @@ class Runtime:
                     self.feed([n.EffectFailed(router, effect, error or "")])
             case n.Notify(jobs=jobs):
                 self.notify.submit(jobs)
+            case n.FifoLine(line=line):
+                if self.fifo is not None:
+                    self.fifo.write(line)
             case n.Retire():
                 self.queues.pop(router, None)
 
@@ -420,7 +429,9 @@ class Runtime:
         return {"router_id": view["router_id"], "pid": os.getpid(), "version": __version__,
                 "instances": view["instances"], "stats": view["stats"],
                 "notify": {"completed": self.notify.completed, "failed": self.notify.failures,
-                           "dropped": self.notify.dropped}}
+                           "dropped": self.notify.dropped,
+                           **({"fifo_written": self.fifo.written, "fifo_dropped": self.fifo.dropped}
+                              if self.fifo is not None else {})}}
 
     def _log_snapshot(self) -> None:
         self.log.info("status_snapshot", status=self.status())

@@ -106,3 +106,60 @@ def test_unicast_ttl_goes_on_the_wire_and_mcast_src_ip_is_the_source(lab, tmp_pa
     finally:
         capture.stop()
     assert {row["ip.src"] for row in capture.decode(["ip.src"], "vrrp.virt_rtr_id == 52")} == {"192.0.2.50"}
+
+
+def _fifo_reader(path):
+    """Make the FIFO and hold it open, as a reader that was there first; returns a function giving the lines."""
+    import os
+
+    os.mkfifo(path)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    got: list[str] = []
+    buffer = bytearray()
+
+    def read() -> list[str]:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            buffer.extend(chunk)
+        while b"\n" in buffer:
+            line, _, rest = bytes(buffer).partition(b"\n")
+            buffer[:] = rest
+            got.append(line.decode())
+        return list(got)
+
+    read.close = lambda: os.close(fd)  # type: ignore[attr-defined]
+    return read
+
+
+@pytest.mark.parametrize("impl", ["vrrpd", "keepalived"])
+def test_notify_fifo_lines_are_keepalived_lines_in_keepalived_order(lab, tmp_path, impl):
+    # The same life (start, take over alone, stop) told by each implementation to a FIFO reader: vrrpd must
+    # write what keepalived writes, so readers written for keepalived work unchanged.
+    from labkit.keepalived import keepalived_conf, start_keepalived
+
+    net = lab(1)
+    [a] = net.hosts
+    path = tmp_path / "notify.fifo"
+    read = _fifo_reader(path)
+    inst = {"name": "VI_1", "interface": "eth0", "vrid": 51, "priority": 100, "advert_interval": 0.2,
+            "virtual_ipaddress": [f"{VIP}/24"]}
+    try:
+        if impl == "vrrpd":
+            node = VrrpdNode(a, tmp_path, [inst], global_kw={"notify_fifo": str(path)}).start()
+            wait_until(lambda: node.state("VI_1") == "MASTER", 10, message=node.log_text()[-2000:])
+            node.stop()
+        else:
+            proc = start_keepalived(a, keepalived_conf([inst], global_defs={"notify_fifo": str(path)}),
+                                    tmp_path / "ka")
+            wait_until(lambda: a.has_address(VIP), 10)
+            proc.terminate()
+            proc.wait(10)
+        wait_until(lambda: len(read()) >= 3, 5, message=str(read()))
+        assert read() == ['INSTANCE "VI_1" BACKUP 100', 'INSTANCE "VI_1" MASTER 100', 'INSTANCE "VI_1" STOP 100']
+    finally:
+        read.close()

@@ -160,6 +160,13 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class FifoLine:
+    """One line for the notify FIFO, in keepalived's format: `INSTANCE "VI_1" MASTER 150` (or GROUP ... 0)."""
+
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanged:
     """For the log line and the systemd status: router `name` moved `old -> new`."""
 
@@ -212,9 +219,9 @@ class Retire:
     """The router is gone (a reload removed it): nothing follows in its queue."""
 
 
-Effect = (Transmit | AddAddresses | RemoveAddresses | AddRoutes | RemoveRoutes | Announce | Notify | StateChanged
-          | OpenSocket | CloseSocket | RunScripts | Log | Status | Retire)
-QUEUED = (AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, Retire)
+Effect = (Transmit | AddAddresses | RemoveAddresses | AddRoutes | RemoveRoutes | Announce | Notify | FifoLine
+          | StateChanged | OpenSocket | CloseSocket | RunScripts | Log | Status | Retire)
+QUEUED = (AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, FifoLine, Retire)
 
 
 class Routed(NamedTuple):

@@ -27,15 +27,15 @@ from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
 from vrrpd.core.fsm import FaultReason, State
 from vrrpd.core.events import (
     AddAddresses, AddRoutes, AddressChanged, Announce, CloseSocket, EffectFailed, Effect, Event, LinkChanged, Log,
-    Notify, OpenSocket, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
+    FifoLine, Notify, OpenSocket, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
     SocketChanged, Start, StateChanged, Status, Stop, Transmit,
 )
-from vrrpd.core.notify import jobs_for
+from vrrpd.core.notify import fifo_line, group_state, jobs_for
 from vrrpd.core.stats import Stats
 from vrrpd.core.tracking import evaluate
 
 IFA_F_SECONDARY, IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x80, 0x40, 0x08
-RESTART_ONLY = ("control_socket", "metrics_listen", "log_format", "log_level")  # [global] keys a reload cannot change
+RESTART_ONLY = ("control_socket", "metrics_listen", "log_format", "log_level", "notify_fifo")  # [global] keys a reload cannot change
 COARSE_S = 0.05  # the grid a backup's far-off Master_Down_Timer is checked on (see _schedule)
 MAX_HEARD = 4096  # distinct accepted messages remembered (a LAN repeats a few per instance)
 WARN_INTERVAL_S = 60.0  # a repeated warning about what a peer sends is logged at most this often
@@ -95,6 +95,7 @@ class Node:
         self._scripts_up: dict[str, bool | None] = {}
         self._groups: dict[str, list[_Router]] = {}
         self._dirty_groups: set[str] = set()
+        self._group_states: dict[str, State] = {}  # what the notify FIFO last said of each sync group
         self._yielded: set[str] = set()  # groups with a member that gave MASTER up for a reason of its own
         self._heap: list[tuple[float, int, int]] = []  # (deadline, tie-break, router id); stale entries skipped
         self._seq = itertools.count()
@@ -243,6 +244,10 @@ class Node:
         stats.adverts_rx += 1
         if r.fsm.state is State.MASTER and result.priority >= r.fsm.effective_priority:
             stats.split_brain_seen += 1
+        elif r.fsm.state is State.MASTER and result.priority and self.config.global_.notify_fifo:
+            # keepalived's MASTER_RX_LOWER_PRI event: hosts may have followed the other node meanwhile.
+            self._emit(r, FifoLine(fifo_line("INSTANCE", r.inst.name, "MASTER_RX_LOWER_PRI",
+                                             r.fsm.effective_priority)))
         if result.priority == 0:
             stats.priority_zero_rx += 1
         if result.checksum_form is packet.ChecksumForm.MESSAGE and result.version == 3:
@@ -574,11 +579,25 @@ class Node:
         """keepalived's vrrp_sync_group, as state-triggered transitions folded to a fixed point (h11's rule)."""
         for _ in range(MAX_SETTLE_ROUNDS):
             if not self._dirty_groups:
+                self._group_lines()
                 return
             dirty, self._dirty_groups = self._dirty_groups, set()
             for name in sorted(dirty):
                 self._settle_group(name, self._groups.get(name, []), now)
         raise fsm.ProtocolMisuse(f"sync groups did not settle in {MAX_SETTLE_ROUNDS} rounds")
+
+    def _group_lines(self) -> None:
+        """keepalived writes `GROUP "name" STATE 0` when a sync group as a whole changes state; the line goes
+        through its first member's queue, behind that member's own transition."""
+        if not self.config.global_.notify_fifo:
+            return
+        for name, members in self._groups.items():
+            if len(members) < 2:
+                continue
+            state = group_state([r.fsm.state for r in members])
+            if state is not None and self._group_states.get(name) is not state:
+                self._group_states[name] = state
+                self._emit(members[0], FifoLine(fifo_line("GROUP", name, state.value, 0)))
 
     def _settle_group(self, name: str, members: list[_Router], now: float) -> None:
         held = fsm.SyncHeld(name)
@@ -739,6 +758,8 @@ class Node:
         jobs = jobs_for(r.inst, new, priority)
         if jobs:
             self._emit(r, Notify(jobs))
+        if self.config.global_.notify_fifo:  # after the commands are started, as keepalived writes it
+            self._emit(r, FifoLine(fifo_line("INSTANCE", r.inst.name, new.value, priority)))
         self._status_dirty = True
 
     def _failed(self, event: EffectFailed) -> None:

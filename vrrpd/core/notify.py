@@ -29,3 +29,19 @@ def jobs_for(instance: Instance, state: State, priority: int) -> tuple[Job, ...]
     if instance.notify:
         jobs.append(Job((*instance.notify, "INSTANCE", instance.name, state.value, str(priority)), env))
     return tuple(jobs)
+
+
+def fifo_line(kind: str, name: str, state: str, priority: int) -> str:
+    """keepalived's notify_fifo line: `INSTANCE "VI_1" MASTER 150` or `GROUP "G1" BACKUP 0` (its format string
+    is `%s "%s" %s %d`), newline-terminated, so that existing FIFO readers work unchanged."""
+    return f'{kind} "{name}" {state} {priority}\n'
+
+
+def group_state(states: list[State]) -> State | None:
+    """A sync group's state for the FIFO: FAULT if a member is, else the state all members share (None while
+    they are in different states or starting)."""
+    if State.FAULT in states:
+        return State.FAULT
+    if states and all(s is states[0] for s in states) and states[0] is not State.INIT:
+        return states[0]
+    return None

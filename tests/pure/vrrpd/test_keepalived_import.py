@@ -279,6 +279,14 @@ def test_sources_excluded_addresses_routes_and_rules_are_carried():
     assert (str(u.unicast_src), u.mcast_src_ip, u.unicast_ttl) == ("192.0.2.6", None, 64)
 
 
+def test_notify_fifo_is_carried_and_a_second_fifo_is_said_to_be_lost():
+    text = convert("global_defs {\n notify_fifo /run/ka.fifo\n vrrp_notify_fifo /run/vrrp.fifo\n}\n"
+                   "vrrp_instance I {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress { 192.0.2.1 }\n}\n",
+                   "fifo.conf")
+    assert parse(text).global_.notify_fifo == "/run/ka.fifo"
+    assert "not carried: vrrp_notify_fifo /run/vrrp.fifo (line 3): vrrpd writes one notify FIFO" in text
+
+
 def test_keepalived_documentation_samples_convert_to_valid_vrrpd_configs():
     require(None if KEEPALIVED_SAMPLES.is_dir() else "keepalived's samples are not installed (Debian package keepalived)")
     samples = [p for p in sorted(KEEPALIVED_SAMPLES.glob("keepalived.conf*")) if "vrrp_instance" in p.read_text()]

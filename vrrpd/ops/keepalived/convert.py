@@ -162,12 +162,24 @@ class _Converter:
                     and _garp_value(_GLOBAL_GARP[sub.keyword], args[0]) is not None:
                 key = _GLOBAL_GARP[sub.keyword]
                 self.instance_defaults[key] = (_garp_value(key, args[0]), f"{sub.keyword} (line {sub.line})")
+            elif sub.keyword in ("notify_fifo", "vrrp_notify_fifo") and len(args) in (1, 2) and sub.block is None \
+                    and args[0].startswith("/"):
+                self._notify_fifo(sub)
             elif sub.keyword == "vrrp_version" and args in (["2"], ["3"]):
                 self.vrrp_version = int(args[0])
                 self.global_.note(f"keepalived: vrrp_version {args[0]} (line {sub.line}): "
                                   "the default version of each [[instance]] below")
             else:
                 self.global_.lost(sub)
+
+    def _notify_fifo(self, sub: Stmt) -> None:
+        """keepalived writes the same VRRP lines to notify_fifo and vrrp_notify_fifo; vrrpd has one FIFO."""
+        if "notify_fifo" in self.global_.values:
+            return self.global_.lost(sub, "vrrpd writes one notify FIFO, the one above")
+        self.global_.values["notify_fifo"] = sub.words[1]
+        if sub.words[2:]:
+            self.global_.note(f"not carried: user {sub.words[2]} of {sub.keyword} (line {sub.line}): vrrpd makes the "
+                              "FIFO as its own user", "notify_fifo")
 
     def _script(self, stmt: Stmt) -> None:
         name = stmt.words[1]
