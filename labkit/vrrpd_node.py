@@ -16,11 +16,14 @@ from daemonkit.tomlwrite import toml_value
 REPO = Path(__file__).resolve().parents[1]
 
 
-def vrrpd_toml(router_id: str, control_socket: str, instances: list[dict], scripts=(), sync_groups=(), **global_kw) -> str:
+def vrrpd_toml(router_id: str, control_socket: str, instances: list[dict], scripts=(), sync_groups=(),
+               tables: dict | None = None, **global_kw) -> str:
+    """`tables`: more arrays of tables by name (track_file, track_process), written before the instances."""
     settings = {"router_id": router_id, "control_socket": control_socket, "log_format": "json", "log_level": "debug",
                 **global_kw}
     lines = ["[global]"] + [f"{k} = {toml_value(v)}" for k, v in settings.items()]
-    for table, items in (("script", scripts), ("instance", instances), ("sync_group", sync_groups)):
+    for table, items in (("script", scripts), *(tables or {}).items(), ("instance", instances),
+                         ("sync_group", sync_groups)):
         for item in items:
             lines += ["", f"[[{table}]]"] + [f"{k} = {toml_value(v)}" for k, v in item.items()]
     return "\n".join(lines) + "\n"
@@ -36,6 +39,7 @@ class VrrpdNode:
     scripts: list[dict] = field(default_factory=list)
     sync_groups: list[dict] = field(default_factory=list)
     global_kw: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)  # track_file / track_process tables, by name
     proc: subprocess.Popen | None = None
     python: str = sys.executable  # the interpreter (a production venv, say, for a memory figure)
 
@@ -54,7 +58,8 @@ class VrrpdNode:
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            vrrpd_toml(self.host.name, self.socket_path, self.instances, self.scripts, self.sync_groups, **self.global_kw)
+            vrrpd_toml(self.host.name, self.socket_path, self.instances, self.scripts, self.sync_groups, self.tables,
+                       **self.global_kw)
         )
 
     def start(self, env: dict | None = None) -> VrrpdNode:

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 from daemonkit.net import Address, HostPort, Interface, ip_address_or_none, parse_host_port
 
 from vrrpd.config_routing import Route, Rule, routes as _routes, rules as _rules
+from vrrpd.config_tracking import TrackFile, TrackProcess, TrackRef, check_refs, check_track_file, check_track_process
 from daemonkit.tomlcheck import (
     ConfigError, Findings, Problem, Table, check_document, check_list, describe, key_label, name_label, quote,
     read_config, unknown,
@@ -97,6 +98,8 @@ class Instance:
     virtual_ipaddress_excluded: tuple[Interface, ...] = ()  # moved with the VIPs, never in adverts; any family
     virtual_routes: tuple[Route, ...] = ()  # installed after the addresses on becoming master, removed before
     virtual_rules: tuple[Rule, ...] = ()
+    track_file: tuple[TrackRef, ...] = ()
+    track_process: tuple[TrackRef, ...] = ()
 
     @property
     def addresses(self) -> tuple[Interface, ...]:
@@ -154,6 +157,14 @@ class Config:
     scripts: tuple[Script, ...]
     instances: tuple[Instance, ...]
     sync_groups: tuple[SyncGroup, ...]
+    track_files: tuple[TrackFile, ...] = ()
+    track_processes: tuple[TrackProcess, ...] = ()
+
+    def track_file(self, name: str) -> TrackFile:
+        return next(f for f in self.track_files if f.name == name)
+
+    def track_process(self, name: str) -> TrackProcess:
+        return next(p for p in self.track_processes if p.name == name)
 
     def script(self, name: str) -> Script:
         for script in self.scripts:
@@ -179,7 +190,7 @@ def parse(text: str, path: str = "<string>") -> Config:
     return check_document(text, path, lambda _, data: checker.document(data, path), checker)
 
 
-_TABLES = ("global", "script", "instance", "sync_group")
+_TABLES = ("global", "script", "track_file", "track_process", "instance", "sync_group")
 
 
 class _Checker(Findings):
@@ -193,6 +204,8 @@ class _Checker(Findings):
         self.instance_names: dict[str, str] = {}
         self.group_names: dict[str, str] = {}
         self.instance_group: dict[str, str] = {}
+        self.file_names: dict[str, str] = {}
+        self.process_names: dict[str, str] = {}
 
     def document(self, data: dict, path: str) -> Config | None:
         for key in data:
@@ -200,6 +213,9 @@ class _Checker(Findings):
                 self.add((key,), key_label(key), unknown(key, _TABLES, "table"))
         global_ = _check_global(self, data.get("global", {}))
         scripts = check_list(self, data, "script", _check_script)
+        files = check_list(self, data, "track_file", lambda c, t: check_track_file(t, _name(t, c.file_names)))
+        processes = check_list(self, data, "track_process",
+                               lambda c, t: check_track_process(t, _name(t, c.process_names)))
         instances = check_list(self, data, "instance", _check_instance)
         if not data.get("instance"):
             self.add(("instance",) if "instance" in data else (), "instance", "at least one [[instance]] is required")
@@ -207,7 +223,8 @@ class _Checker(Findings):
         _check_across(self, instances)
         if self.found:
             return None
-        return Config(path, global_, *(tuple(obj for _, obj in items) for items in (scripts, instances, groups)))
+        return Config(path, global_, *(tuple(obj for _, obj in items)
+                                       for items in (scripts, instances, groups, files, processes)))
 
 
 def _name(table: Table, seen: dict[str, str]) -> str | None:
@@ -278,7 +295,7 @@ _INSTANCE_KEYS = (
     "garp_interval", "gna_interval", "track_interface",
     "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "auth_type",
     "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary", "virtual_ipaddress_excluded", "virtual_routes",
-    "virtual_rules",
+    "virtual_rules", "track_file", "track_process",
 )  # fmt: skip
 _NOTIFY_KEYS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 
@@ -310,6 +327,8 @@ def _check_instance(checker: _Checker, t: Table) -> Instance | None:
     notifies = {key: t.command(key) for key in _NOTIFY_KEYS}
     auth_type, auth_pass = _auth(t, version)
     more = _more(t, family, peers, src, {vip.ip for _, vip in vips})
+    more["track_file"] = check_refs(t, "track_file", checker.file_names, "track_file")
+    more["track_process"] = check_refs(t, "track_process", checker.process_names, "track_process")
     if t.bad or family is None:
         return None
     return Instance(
@@ -576,4 +595,4 @@ def _check_across(checker: _Checker, instances: list[tuple[int, Instance]]) -> N
 
 
 __all__ = ["Config", "ConfigError", "GlobalConfig", "Instance", "Problem", "Route", "Rule", "Script", "SyncGroup",
-           "TrackInterface", "load", "parse"]
+           "TrackFile", "TrackInterface", "TrackProcess", "TrackRef", "load", "parse"]

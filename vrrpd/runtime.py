@@ -38,6 +38,8 @@ from vrrpd.io.control import ControlServer
 from vrrpd.io.fifo import NotifyFifo
 from vrrpd.io.netlink import Netlink
 from vrrpd.io.notify import NotifyRunner
+from vrrpd.io.procevents import ProcessEvents
+from vrrpd.io.trackfile import TrackFiles
 from vrrpd.io.scripts import Scripts
 from vrrpd.io.sockets import AdvertSocket
 
@@ -91,6 +93,8 @@ class Runtime:
         self.scripts = Scripts(lambda name, up: self.feed([n.ScriptChanged(name, up)]))
         self.notify = NotifyRunner()
         self.fifo = NotifyFifo(config.global_.notify_fifo) if config.global_.notify_fifo else None
+        self.track_files = TrackFiles(lambda name, value: self.feed([n.FileValue(name, value)]))
+        self.processes = ProcessEvents(lambda name, count: self.feed([n.ProcessCount(name, count)]))
         self.queues: dict[int, RouterQueue] = {}
         self.control: ControlServer | None = None
         self.metrics = None  # vrrpd.io.metrics_http.MetricsServer when metrics_listen is set
@@ -107,8 +111,12 @@ class Runtime:
     # ---- life cycle -------------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        # What the host must give for the keys in use, or the start is refused (OSError, exit 1) with the
+        # reason, rather than running half-configured.
         if self.fifo is not None:
-            self.fifo.open()  # a path that cannot be a FIFO refuses the start (OSError, exit 1)
+            self.fifo.open()  # a path that cannot be a FIFO
+        if any(inst.track_process for inst in self.config.instances):
+            self.processes.open()  # no process events connector
         self.notify.start()
         await self.netlink.start(self.feed)  # the facts first: sockets open before any router starts
         self.feed([n.Start()])
@@ -143,6 +151,8 @@ class Runtime:
             self.log.error("shutdown_incomplete", reason="effects still pending at the grace deadline")
         await self.notify.flush(deadline)
         await self.scripts.stop()
+        self.track_files.close()
+        self.processes.close()
         for task in list(self._background):
             await cancel_and_wait(task)
         if self._timer:
@@ -308,6 +318,10 @@ class Runtime:
                 self._close_socket((ifname, family))
             case n.RunScripts(scripts=scripts):
                 self._spawn(self.scripts.run(scripts))
+            case n.WatchFiles(files=files):
+                self.track_files.watch(files)
+            case n.WatchProcesses(processes=processes):
+                self.processes.watch(processes)
 
     def _transmit(self, router: int, tx: n.Transmit) -> None:
         sock = self.sockets.get((tx.ifname, tx.family))
@@ -414,6 +428,12 @@ class Runtime:
                     for problem in exc.problems:
                         self.log.error("reload_rejected", problem=str(problem))
                     return False
+                if any(inst.track_process for inst in new.instances):
+                    try:
+                        self.processes.open()
+                    except OSError as exc:
+                        self.log.error("reload_rejected", problem=f"track_process: {exc}")
+                        return False
                 self.feed([n.Reconfigure(new)])
                 self.config = self.node.config
                 self.log.info("reloaded", instances=len(self.node.routers))

@@ -163,3 +163,58 @@ def test_notify_fifo_lines_are_keepalived_lines_in_keepalived_order(lab, tmp_pat
         assert read() == ['INSTANCE "VI_1" BACKUP 100', 'INSTANCE "VI_1" MASTER 100', 'INSTANCE "VI_1" STOP 100']
     finally:
         read.close()
+
+
+def test_track_file_moves_the_priority_and_weight_zero_means_fault_as_it_is_written(lab, tmp_path):
+    net = lab(1)
+    [a] = net.hosts
+    weight, fault = tmp_path / "weight", tmp_path / "fault"
+    node = VrrpdNode(a, tmp_path, [{"name": "VI_1", "interface": "eth0", "vrid": 51, "priority": 100,
+                                    "advert_interval": 0.1, "virtual_ipaddress": [f"{VIP}/24"],
+                                    "track_file": [{"name": "w"}, {"name": "f", "weight": 0}]}],
+                     tables={"track_file": [{"name": "w", "file": str(weight), "weight": 2},
+                                            {"name": "f", "file": str(fault), "init_file": 0}]}).start()
+    wait_until(lambda: node.state("VI_1") == "MASTER", 10, message=node.log_text()[-2000:])
+    assert fault.read_text().strip() == "0"  # init_file made it
+    weight.write_text("15\n")
+    wait_until(lambda: node.instance("VI_1")["effective_priority"] == 130, 5)
+    assert node.instance("VI_1")["track"]["files"] == {"w": 15, "f": 0}
+    tmp = tmp_path / "fault.new"
+    tmp.write_text("1\n")
+    tmp.rename(fault)  # a careful writer's rename is seen too
+    wait_until(lambda: node.state("VI_1") == "FAULT", 5)
+    assert not a.has_address(VIP)
+    fault.write_text("0\n")
+    wait_until(lambda: node.state("VI_1") == "MASTER", 5)
+
+
+def test_track_process_follows_a_process_through_the_kernels_process_events(lab, tmp_path):
+    import secrets
+    import shutil
+    import subprocess
+
+    net = lab(1)
+    [a] = net.hosts
+    name = f"trk{secrets.token_hex(4)}"  # a process name nobody else on this machine runs
+    program = tmp_path / name
+    shutil.copy("/bin/sleep", program)
+    node = VrrpdNode(a, tmp_path, [{"name": "VI_1", "interface": "eth0", "vrid": 51, "priority": 100,
+                                    "advert_interval": 0.1, "virtual_ipaddress": [f"{VIP}/24"],
+                                    "track_process": [{"name": "p", "weight": 0}]}],
+                     tables={"track_process": [{"name": "p", "process": name, "quorum": 2, "delay": 0.3}]}).start()
+    started: list[subprocess.Popen] = []
+    try:
+        wait_until(lambda: node.state("VI_1") == "FAULT", 10, message=node.log_text()[-2000:])
+        started.append(subprocess.Popen([str(program), "60"]))
+        started.append(subprocess.Popen([str(program), "60"]))
+        wait_until(lambda: node.state("VI_1") == "MASTER", 10, message=node.log_text()[-2000:])
+        started[0].kill()
+        started[0].wait()
+        wait_until(lambda: node.state("VI_1") == "FAULT", 5, message=node.log_text()[-2000:])
+        events = [e for e in node.log_events("process_status")]
+        assert [e["up"] for e in events] == [False, True, False]
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from daemonkit.net import Address, Interface
-from vrrpd.config import Config, Route, Rule, Script
+from vrrpd.config import Config, Route, Rule, Script, TrackFile, TrackProcess
 from vrrpd.core.fsm import State
 from vrrpd.core.notify import Job
 
@@ -62,6 +62,22 @@ class ScriptChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class FileValue:
+    """A track_file was read: its number, or None (missing, unreadable, not a number: counts as 0 and is logged)."""
+
+    name: str
+    value: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessCount:
+    """How many running processes match a track_process now."""
+
+    name: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class SocketChanged:
     """The advert socket of (ifname, family) is open and bound to interface `index`, or (None) is not open."""
 
@@ -96,7 +112,8 @@ class Reconfigure:
     config: Config
 
 
-Event = PacketIn | LinkChanged | AddressChanged | ScriptChanged | SocketChanged | EffectFailed | Start | Stop | Reconfigure
+Event = (PacketIn | LinkChanged | AddressChanged | ScriptChanged | FileValue | ProcessCount | SocketChanged
+         | EffectFailed | Start | Stop | Reconfigure)
 
 
 # ---- effects (outputs) --------------------------------------------------------------------------------------
@@ -201,6 +218,20 @@ class RunScripts:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchFiles:
+    """The track_files to watch now (read each at once and whenever it is written; init_file applied first)."""
+
+    files: tuple[TrackFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchProcesses:
+    """The track_processes to count now (answer ProcessCount for each at once, then on every change)."""
+
+    processes: tuple[TrackProcess, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     level: str  # "info" | "warning" | "error"
     event: str
@@ -220,7 +251,7 @@ class Retire:
 
 
 Effect = (Transmit | AddAddresses | RemoveAddresses | AddRoutes | RemoveRoutes | Announce | Notify | FifoLine
-          | StateChanged | OpenSocket | CloseSocket | RunScripts | Log | Status | Retire)
+          | StateChanged | OpenSocket | CloseSocket | RunScripts | WatchFiles | WatchProcesses | Log | Status | Retire)
 QUEUED = (AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, FifoLine, Retire)
 
 

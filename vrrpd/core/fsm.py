@@ -98,6 +98,28 @@ class TrackedScriptDown:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedFileFault:
+    """A track_file says FAULT: a non-zero value with weight 0, or value x weight below -253."""
+
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"track_file:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedProcessDown:
+    """A weight-0 track_process has lost its quorum."""
+
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"track_process:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class SyncHeld:
     """Another member of sync group `group` is in FAULT for a reason of its own."""
 
@@ -108,7 +130,8 @@ class SyncHeld:
         return f"sync:{self.group}"
 
 
-FaultReason = NoInterface | LinkDown | NoSocket | NoAddress | TrackedInterfaceDown | TrackedScriptDown | SyncHeld
+FaultReason = (NoInterface | LinkDown | NoSocket | NoAddress | TrackedInterfaceDown | TrackedScriptDown
+               | TrackedFileFault | TrackedProcessDown | SyncHeld)
 
 
 # ---- events (inputs) ----------------------------------------------------------------------------------
@@ -542,7 +565,9 @@ __all__ = [
     "NoSocket",
     "SyncHeld",
     "TRANSITIONS",
+    "TrackedFileFault",
     "TrackedInterfaceDown",
+    "TrackedProcessDown",
     "TrackedScriptDown",
     "AddAddresses",
     "Announce",

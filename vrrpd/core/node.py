@@ -27,12 +27,12 @@ from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
 from vrrpd.core.fsm import FaultReason, State
 from vrrpd.core.events import (
     AddAddresses, AddRoutes, AddressChanged, Announce, CloseSocket, EffectFailed, Effect, Event, LinkChanged, Log,
-    FifoLine, Notify, OpenSocket, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
+    FifoLine, FileValue, Notify, OpenSocket, ProcessCount, WatchFiles, WatchProcesses, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
     SocketChanged, Start, StateChanged, Status, Stop, Transmit,
 )
 from vrrpd.core.notify import fifo_line, group_state, jobs_for
 from vrrpd.core.stats import Stats
-from vrrpd.core.tracking import evaluate
+from vrrpd.core.tracking import Tracked, evaluate
 
 IFA_F_SECONDARY, IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x80, 0x40, 0x08
 RESTART_ONLY = ("control_socket", "metrics_listen", "log_format", "log_level", "notify_fifo")  # [global] keys a reload cannot change
@@ -40,8 +40,8 @@ COARSE_S = 0.05  # the grid a backup's far-off Master_Down_Timer is checked on (
 MAX_HEARD = 4096  # distinct accepted messages remembered (a LAN repeats a few per instance)
 WARN_INTERVAL_S = 60.0  # a repeated warning about what a peer sends is logged at most this often
 MAX_SETTLE_ROUNDS = 64  # a fixed point is reached in a few rounds; more means a bug in the coupling rules
-_HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress,
-                fsm.TrackedInterfaceDown, fsm.TrackedScriptDown)  # everything but SyncHeld: the facts decide them
+_HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress, fsm.TrackedInterfaceDown,
+                fsm.TrackedScriptDown, fsm.TrackedFileFault, fsm.TrackedProcessDown)  # everything but SyncHeld: the facts decide them
 
 
 # ---- one router's bookkeeping -------------------------------------------------------------------------------
@@ -109,12 +109,17 @@ class Node:
         self._vip_router: dict[tuple[str, Address], _Router] = {}
         self._vip_ips: frozenset[Address] = frozenset()
         self._scripts: dict[str, Script] = {}
+        self._file_values: dict[str, int | None] = {}
+        self._process_up: dict[str, bool | None] = {}
+        self._process_pending: dict[str, tuple[float, bool]] = {}  # name -> (when, up): a change awaiting its delay
+        self._tracked = Tracked({}, {}, {}, {})
         self.started = False
         for inst in config.instances:
             self._add(inst, now)
         self._index_vips()
         self._regroup()
         self._want_scripts()
+        self._want_tracked()
 
     # -- entry points ------------------------------------------------------------------------------------------
 
@@ -132,6 +137,12 @@ class Node:
             case ScriptChanged(name=name, up=up):
                 self._scripts_up[name] = up
                 self._refresh_where(lambda r: name in r.inst.track_script, now)
+            case FileValue(name=name, value=value):
+                if name in self._file_values:
+                    self._file_values[name] = 0 if value is None else value
+                    self._refresh_where(lambda r: any(ref.name == name for ref in r.inst.track_file), now)
+            case ProcessCount(name=name, count=count):
+                self._process_count(name, count, now)
             case SocketChanged():
                 self._socket(event, now)
             case EffectFailed():
@@ -265,6 +276,10 @@ class Node:
         return self._finish(now)
 
     def handle_timer(self, now: float) -> list[Routed]:
+        for name, (when, up) in list(self._process_pending.items()):
+            if when <= now:
+                del self._process_pending[name]
+                self._process_flip(name, up, now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, router_id = heapq.heappop(heap)
@@ -278,14 +293,15 @@ class Node:
         return self._finish(now)
 
     def next_deadline(self) -> float | None:
+        pending = min((when for when, _ in self._process_pending.values()), default=None)
         heap = self._heap
         while heap:
             deadline, _, router_id = heap[0]
             r = self.routers.get(router_id)
             if r is not None and r.scheduled == deadline:
-                return deadline
+                return deadline if pending is None else min(deadline, pending)
             heapq.heappop(heap)
-        return None
+        return pending
 
     # -- what the runtime asks -------------------------------------------------------------------------------
 
@@ -301,6 +317,15 @@ class Node:
     def script_state(self, name: str) -> str:
         up = self._scripts_up.get(name)
         return "pending" if up is None else "up" if up else "down"
+
+    def file_state(self, name: str) -> int | str:
+        value = self._file_values.get(name)
+        return "pending" if value is None else value
+
+    def process_state(self, name: str) -> str:
+        up = self._process_up.get(name)
+        state = "pending" if up is None else "up" if up else "down"
+        return f"{state} (changing)" if name in self._process_pending else state
 
     def summary(self) -> str:
         counts = {state: 0 for state in State}
@@ -429,7 +454,7 @@ class Node:
             src = primary or _unspecified(r.inst.family)
             r.cache = AdvertCache(r.inst, src)
             r.fsm.reconfigure(params_for(r.inst, src, r.fsm.params.sync_gated))
-        verdict = evaluate(r.inst, self._links_up, self._scripts_up, self._scripts)
+        verdict = evaluate(r.inst, self._links_up, self._scripts_up, self._scripts, self._tracked)
         wanted = self._host_faults(r) | verdict.faults
         current = {f for f in r.fsm.faults if isinstance(f, _HOST_FAULTS)}
         effects: list[fsm.Effect] = []
@@ -518,6 +543,54 @@ class Node:
         self._scripts_up = {name: self._scripts_up.get(name) for name in used}
         self._emit(None, RunScripts(tuple(s for s in self.config.scripts if s.name in used)))
 
+    def _want_tracked(self, old: Config | None = None) -> None:
+        """The files and processes instances track: watched from now on (a changed one anew, from unknown)."""
+        config = self.config
+        files = tuple(f for f in config.track_files if any(ref.name == f.name for i in config.instances
+                                                           for ref in i.track_file))
+        processes = tuple(p for p in config.track_processes if any(ref.name == p.name for i in config.instances
+                                                                   for ref in i.track_process))
+        kept_files = {f.name for f in files if old is not None and f in old.track_files}
+        kept_processes = {p.name for p in processes if old is not None and p in old.track_processes}
+        self._file_values = {f.name: self._file_values.get(f.name) if f.name in kept_files else None for f in files}
+        self._process_up = {p.name: self._process_up.get(p.name) if p.name in kept_processes else None
+                            for p in processes}
+        self._process_pending = {k: v for k, v in self._process_pending.items() if k in kept_processes}
+        self._tracked = Tracked(self._file_values, self._process_up, {f.name: f for f in files},
+                                {p.name: p for p in processes})
+        if old is None or files != tuple(f for f in old.track_files if f.name in self._tracked_names(old, "file")):
+            self._emit(None, WatchFiles(files))
+        if old is None or processes != tuple(p for p in old.track_processes
+                                             if p.name in self._tracked_names(old, "process")):
+            self._emit(None, WatchProcesses(processes))
+
+    @staticmethod
+    def _tracked_names(config: Config, kind: str) -> set[str]:
+        return {ref.name for i in config.instances for ref in getattr(i, f"track_{kind}")}
+
+    def _process_count(self, name: str, count: int, now: float) -> None:
+        """keepalived's quorum with fork_delay / terminate_delay: a change counts once it has held that long;
+        the first count (the scan at start) counts at once."""
+        track = self._tracked.processes.get(name)
+        if track is None:
+            return
+        up = track.up(count)
+        current = self._process_up.get(name)
+        if current is None or (up != current and (track.fork_delay if up else track.terminate_delay) == 0):
+            self._process_pending.pop(name, None)
+            self._process_flip(name, up, now)
+        elif up == current:
+            self._process_pending.pop(name, None)  # back before its delay ran out: nothing happened
+        elif name not in self._process_pending:
+            self._process_pending[name] = (now + (track.fork_delay if up else track.terminate_delay), up)
+
+    def _process_flip(self, name: str, up: bool, now: float) -> None:
+        if self._process_up.get(name) is up:
+            return
+        self._process_up[name] = up
+        self._emit(None, Log("info", "process_status", {"track_process": name, "up": up}))
+        self._refresh_where(lambda r: any(ref.name == name for ref in r.inst.track_process), now)
+
     def _reconfigure(self, new: Config, now: float) -> None:
         old_global = self.config.global_
         restart_only = [k for k in RESTART_ONLY if getattr(old_global, k) != getattr(new.global_, k)]
@@ -533,6 +606,7 @@ class Node:
             self._apply(r, r.fsm.handle(fsm.Shutdown(), now), now)
             self._emit(r, Retire())
             self._drop(r)
+        old_config = self.config
         scripts_changed = new.scripts != self.config.scripts or {i.track_script for i in new.instances} != {
             i.track_script for i in self.config.instances}
         self.config = new
@@ -544,6 +618,7 @@ class Node:
         self._regroup()
         if scripts_changed:
             self._want_scripts()
+        self._want_tracked(old_config)
         for r in list(self.routers.values()):
             self._refresh(r, now)
         self._status_dirty = True

@@ -47,5 +47,7 @@ def _track(node: Node, inst) -> dict:
     """What the instance tracks and how it stands (an addition to SPEC 5: why a priority is what it is)."""
     names = (inst.interface, *(t.name for t in inst.track_interface))
     return {"interfaces": {name: node.link_state(name) for name in names},
-            "scripts": {name: node.script_state(name) for name in inst.track_script}}
+            "scripts": {name: node.script_state(name) for name in inst.track_script},
+            "files": {ref.name: node.file_state(ref.name) for ref in inst.track_file},
+            "processes": {ref.name: node.process_state(ref.name) for ref in inst.track_process}}
 

@@ -24,7 +24,9 @@ def format_table(status: dict) -> str:
     for key, value in status.get("stats", {}).items():
         errors[key] = errors.get(key, 0) + value
     dropped = {k: v for k, v in errors.items() if v}
-    tracked = [(inst["name"], {**inst["track"]["interfaces"], **inst["track"]["scripts"]})
+    tracked = [(inst["name"], {**inst["track"]["interfaces"], **inst["track"]["scripts"],
+                               **{f"file {k}": v for k, v in inst["track"].get("files", {}).items()},
+                               **{f"process {k}": v for k, v in inst["track"].get("processes", {}).items()}})
                for inst in status.get("instances", []) if "track" in inst]
     if tracked:
         lines.append("")

@@ -287,6 +287,67 @@ def test_notify_fifo_is_carried_and_a_second_fifo_is_said_to_be_lost():
     assert "not carried: vrrp_notify_fifo /run/vrrp.fifo (line 3): vrrpd writes one notify FIFO" in text
 
 
+TRACKERS = """
+track_file tf1 {
+  file /run/app/weight
+  weight 2
+  init_file 0 overwrite
+}
+vrrp_track_process haproxy {
+  process haproxy -f "/etc/haproxy/haproxy.cfg"
+  param_match partial
+  quorum 2
+  delay 1.5
+  weight -10
+}
+vrrp_track_process nginx {
+  process nginx
+  weight 3 reverse
+}
+vrrp_sync_group G {
+  group {
+    A
+    B
+  }
+}
+vrrp_instance A {
+  interface eth0
+  virtual_router_id 1
+  virtual_ipaddress { 192.0.2.1 }
+  track_file { tf1 weight 3 }
+  track_process { haproxy }
+}
+vrrp_instance B {
+  interface eth0
+  virtual_router_id 2
+  virtual_ipaddress { 192.0.2.2 }
+}
+vrrp_instance C {
+  interface eth0
+  virtual_router_id 3
+  priority 150
+  virtual_ipaddress { 192.0.2.3 }
+  track_file { tf1 }
+  track_process { haproxy weight 5 }
+}
+"""
+
+
+def test_track_file_and_track_process_are_carried_with_keepalived_weight_rules():
+    text = convert(TRACKERS, "track.conf")
+    config = parse(text)
+    f, p = config.track_file("tf1"), config.track_process("haproxy")
+    assert (f.file, f.weight, f.init_file, f.init_overwrite) == ("/run/app/weight", 2, 0, True)
+    assert (p.process, p.args, p.param_match, p.quorum, p.fork_delay, p.terminate_delay, p.weight) == (
+        "haproxy", ("-f", "/etc/haproxy/haproxy.cfg"), "partial", 2, 1.5, 1.5, -10)
+    a, c = config.instance("A"), config.instance("C")
+    # A is in a sync group without sync_group_tracking_weight: keepalived tracks with weight 0 there
+    assert [(r.name, r.weight) for r in a.track_file + a.track_process] == [("tf1", 0), ("haproxy", 0)]
+    assert "which keepalived sets to 0 for in a sync group" in text
+    assert [(r.name, r.weight) for r in c.track_file + c.track_process] == [("tf1", None), ("haproxy", 5)]
+    assert "not carried: weight 3 reverse (line 16): vrrpd has no reverse weights" in text
+
+
 def test_keepalived_documentation_samples_convert_to_valid_vrrpd_configs():
     require(None if KEEPALIVED_SAMPLES.is_dir() else "keepalived's samples are not installed (Debian package keepalived)")
     samples = [p for p in sorted(KEEPALIVED_SAMPLES.glob("keepalived.conf*")) if "vrrp_instance" in p.read_text()]

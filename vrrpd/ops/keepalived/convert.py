@@ -24,10 +24,11 @@ _INSTANCE_ORDER = (
     "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
     "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
     "track_script", *_NOTIFY, "auth_type", "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary",
-    "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules",
+    "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules", "track_file", "track_process",
 )  # fmt: skip
 # Keys whose loss makes a whole table unusable (the safety net then comments the table out).
 _REQUIRED = {"instance": ("name", "interface", "vrid", "virtual_ipaddress"), "script": ("name", "command"),
+             "track_file": ("name", "file"), "track_process": ("name", "process"),
              "sync_group": ("name", "instances"), "global": ()}
 
 
@@ -48,6 +49,7 @@ class _Table:
     notes: dict[str, list[str]] = field(default_factory=dict)  # key -> comments above it; "" -> at the end
     disabled: str | None = None  # why the whole table is commented out
     tracks: list[_Track] = field(default_factory=list)  # an instance's track_script entries, resolved last
+    refs: dict[str, list] = field(default_factory=dict)  # track_file / track_process: (stmt, weight), resolved last
 
     def note(self, text: str, key: str = "") -> None:
         self.notes.setdefault(key, []).append(text)
@@ -69,6 +71,14 @@ class _Table:
         if self.disabled:
             return [f"# not carried: {_one_line(self.disabled)}"] + [f"# {line}" for line in lines]
         return lines
+
+
+def _weight(args: list[str]) -> int | None:
+    """`weight N` arguments (without reverse, which vrrpd has not) within vrrpd's tracking range."""
+    if len(args) != 1:
+        return None
+    value = _ranged(args[0], -254, 254, True)
+    return None if value is None else int(value)
 
 
 def _one_line(text: str) -> str:
@@ -98,6 +108,7 @@ class _Converter:
         self.script_reverse: set[str] = set()
         self.instances: list[_Table] = []
         self.groups: list[_Table] = []
+        self.trackers: dict[tuple[str, str], _Table] = {}  # (track_file | track_process, name) -> its table
         self.grouped_weights: dict[str, bool] = {}  # instance -> keepalived keeps track weights
         self.instance_defaults: dict[str, tuple[object, str]] = {}  # vrrpd key -> (value, where keepalived set it)
         self.garp_groups: list[tuple[set[str], dict[str, tuple[object, str]]]] = []  # interfaces -> intervals
@@ -106,7 +117,9 @@ class _Converter:
         for stmt in stmts:
             if stmt.keyword == "global_defs" and stmt.block is not None:
                 self._global_defs(stmt)
-        handlers = {"vrrp_script": self._script, "vrrp_instance": self._instance, "vrrp_sync_group": None}
+        handlers = {"vrrp_script": self._script, "vrrp_instance": self._instance, "vrrp_sync_group": None,
+                    "track_file": self._track_file, "vrrp_track_file": self._track_file,
+                    "vrrp_track_process": self._track_process}
         for stmt in stmts:
             if stmt.keyword == "garp_group" and stmt.block is not None and len(stmt.words) == 1:
                 self._garp_group(stmt)
@@ -121,6 +134,7 @@ class _Converter:
             if stmt.keyword == "vrrp_sync_group" and stmt.block is not None and len(stmt.words) == 2:
                 self._sync_group(stmt)
         self._resolve_weights()
+        self._resolve_trackers()
         self._apply_defaults()
 
     def _garp_group(self, stmt: Stmt) -> None:
@@ -180,6 +194,81 @@ class _Converter:
         if sub.words[2:]:
             self.global_.note(f"not carried: user {sub.words[2]} of {sub.keyword} (line {sub.line}): vrrpd makes the "
                               "FIFO as its own user", "notify_fifo")
+
+    def _tracker(self, stmt: Stmt, kind: str) -> _Table | None:
+        name = stmt.words[1]
+        if (kind, name) in self.trackers:
+            self.top_notes.append(f"not carried: {stmt.brief()}: a {stmt.keyword} of that name comes earlier")
+            return None
+        t = self.trackers[(kind, name)] = _Table(kind, name, {"name": name})
+        return t
+
+    def _track_file(self, stmt: Stmt) -> None:
+        """keepalived's track_file block: file, weight [reverse], init_file [VALUE] [overwrite]."""
+        t = self._tracker(stmt, "track_file")
+        for sub in stmt.block if t is not None else ():
+            args = sub.words[1:]
+            if sub.keyword == "file" and len(args) == 1 and args[0].startswith("/"):
+                t.values["file"] = args[0]
+            elif sub.keyword == "weight" and _weight(args) is not None:
+                t.values["weight"] = _weight(args)
+            elif sub.keyword == "init_file" and len(args) <= 2 and set(args[1:]) <= {"overwrite"} \
+                    and (not args or args[0] == "overwrite" or _ranged(args[0], -(1 << 31), 1 << 31, True) is not None):
+                t.values["init_file"] = int(args[0]) if args and args[0] != "overwrite" else 0
+                if "overwrite" in args:
+                    t.values["init_overwrite"] = True
+            else:
+                t.lost(sub, "vrrpd has no reverse weights" if "reverse" in args else "")
+        if t is not None and "file" not in t.values:
+            t.disabled = f"{stmt.keyword} {t.name} (line {stmt.line}) has no usable file line"
+
+    def _track_process(self, stmt: Stmt) -> None:
+        """keepalived's vrrp_track_process block."""
+        t = self._tracker(stmt, "track_process")
+        for sub in stmt.block if t is not None else ():
+            args, kw = sub.words[1:], sub.keyword
+            if kw == "process" and args:
+                t.values["process"] = args[0]
+                if args[1:]:
+                    t.values["args"] = args[1:]
+            elif kw == "param_match" and args in ([], ["initial"], ["partial"]):
+                t.values["param_match"] = args[0] if args else "exact"
+            elif kw == "full_command" and not args:
+                t.values["full_command"] = True
+            elif kw == "weight" and _weight(args) is not None:
+                t.values["weight"] = _weight(args)
+            elif kw in ("quorum", "quorum_max") and len(args) == 1 and _ranged(args[0], 0, 65535, True) is not None:
+                t.values[kw] = int(args[0])
+            elif kw in ("delay", "fork_delay", "terminate_delay") and len(args) == 1 \
+                    and _ranged(args[0], 0, 3600) is not None:
+                t.values[kw] = float(args[0])
+            else:
+                t.lost(sub, "vrrpd has no reverse weights" if "reverse" in args else "")
+        if t is not None and "process" not in t.values:
+            t.disabled = f"{stmt.keyword} {t.name} (line {stmt.line}) has no usable process line"
+
+    def _resolve_trackers(self) -> None:
+        """The instances' track_file / track_process entries, with keepalived's rules for the weight: an
+        address owner, or a sync group member without sync_group_tracking_weight, tracks with weight 0."""
+        for inst in self.instances:
+            for kind in ("track_file", "track_process"):
+                refs = []
+                for item, weight in inst.refs.get(kind, []):
+                    table = self.trackers.get((kind, item.words[0]))
+                    if table is None or table.disabled:
+                        inst.lost(item, f"no usable {kind} of that name")
+                        continue
+                    own = table.values.get("weight", 1) if weight is None else weight
+                    grouped = inst.name in self.grouped_weights and not self.grouped_weights[inst.name]
+                    if own and (grouped or inst.values.get("priority") == 255):
+                        why = "an address owner" if inst.values.get("priority") == 255 else \
+                            "in a sync group (no sync_group_tracking_weight)"
+                        inst.note(f"keepalived: {kind} {table.name} has weight {own}, which keepalived sets to 0 "
+                                  f"for {why}: a failure means FAULT", kind)
+                        weight = 0
+                    refs.append({"name": table.name, **({"weight": weight} if weight is not None else {})})
+                if refs:
+                    inst.values[kind] = refs
 
     def _script(self, stmt: Stmt) -> None:
         name = stmt.words[1]
@@ -370,13 +459,13 @@ class _Converter:
                  "# that vrrpd does not have; review them before use."]
         lines += [f"# {_one_line(note)}" for note in self.top_notes]
         tables = [self.global_] if self.global_.values or self.global_.notes else []
-        tables += list(self.scripts.values()) + self.instances + self.groups
+        tables += list(self.scripts.values()) + list(self.trackers.values()) + self.instances + self.groups
         for table in tables:
             lines += [""] + table.render()
         return "\n".join(lines) + "\n"
 
     def tables(self) -> list[_Table]:
-        return [self.global_, *self.scripts.values(), *self.instances, *self.groups]
+        return [self.global_, *self.scripts.values(), *self.trackers.values(), *self.instances, *self.groups]
 
 
 def _why_top(stmt: Stmt) -> str:
@@ -427,6 +516,13 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> No
         t.values[kw] = _garp_value(kw, one)
     elif kw in _NOTIFY and args and sub.block is None:
         _notify(t, sub)
+    elif kw in ("track_file", "track_process") and sub.block is not None:
+        for item in sub.block:
+            weight = _weight(item.words[2:]) if item.words[1:2] == ["weight"] else None
+            if item.block is not None or (item.words[1:] and weight is None):
+                t.lost(item, "vrrpd has no reverse weights" if "reverse" in item.words else "")
+            else:
+                t.refs.setdefault(kw, []).append((item, weight))
     elif kw in _BLOCK_ITEM and sub.block is not None:
         for item in sub.block:
             _BLOCK_ITEM[kw](conv, t, item)
@@ -683,7 +779,8 @@ def _repair(conv: _Converter, problems) -> bool:
     """Comment out what vrrpd still refuses (the safety net for what the rules above do not foresee)."""
     changed = False
     for problem in problems:
-        match = re.fullmatch(r"(global|script|instance|sync_group)(?:\[(.*?)\])?(?:\.(\w+))?.*", problem.key)
+        match = re.fullmatch(r"(global|script|track_file|track_process|instance|sync_group)(?:\[(.*?)\])?(?:\.(\w+))?.*",
+                             problem.key)
         if not match:
             continue
         kind, name, key = match.groups()
