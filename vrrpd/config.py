@@ -100,6 +100,10 @@ class Instance:
     virtual_rules: tuple[Rule, ...] = ()
     track_file: tuple[TrackRef, ...] = ()
     track_process: tuple[TrackRef, ...] = ()
+    # RFC 5798 6.1 Accept_Mode. true (keepalived's default, and what a service on the VIP needs): a master
+    # accepts packets addressed to the VIPs; false: a non-owner master drops them (nftables, keepalived's
+    # vrrp_strict / no_accept).
+    accept_mode: bool = True
 
     @property
     def addresses(self) -> tuple[Interface, ...]:
@@ -295,7 +299,7 @@ _INSTANCE_KEYS = (
     "garp_interval", "gna_interval", "track_interface",
     "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "auth_type",
     "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary", "virtual_ipaddress_excluded", "virtual_routes",
-    "virtual_rules", "track_file", "track_process",
+    "virtual_rules", "track_file", "track_process", "accept_mode",
 )  # fmt: skip
 _NOTIFY_KEYS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 
@@ -468,7 +472,11 @@ def _more(t: Table, family: str | None, peers: tuple, unicast_src: Address | Non
         else:
             seen.add(vip.ip)
             excluded.append(vip)
-    return {"unicast_ttl": ttl, "mcast_src_ip": mcast_src,
+    accept = t.get("accept_mode", "a boolean", True)
+    if accept is False and t.data.get("priority") == 255:
+        t.problem("accept_mode", "an address owner (priority 255) always accepts what is addressed to its "
+                                 "addresses (RFC 5798 6.1): remove accept_mode")
+    return {"accept_mode": accept, "unicast_ttl": ttl, "mcast_src_ip": mcast_src,
             "dont_track_primary": t.get("dont_track_primary", "a boolean", False),
             "virtual_ipaddress_excluded": tuple(excluded),
             "virtual_routes": _routes(t, is_interface_name), "virtual_rules": _rules(t, is_interface_name)}

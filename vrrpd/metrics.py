@@ -38,6 +38,7 @@ COUNTER_HELP = {
     "announce_errors": "Gratuitous ARP / NA frames that could not be sent (logged).",
     "route_add_errors": "virtual_routes / virtual_rules netlink failed to add (logged).",
     "route_remove_errors": "virtual_routes / virtual_rules netlink failed to remove (logged).",
+    "filter_errors": "accept_mode = false: nft failed to make, change or delete the instance's table (logged).",
     "vips_restored": "Virtual addresses someone else removed from this master, put back.",
     "announcements_tx": "Gratuitous ARP / unsolicited NA frames sent.",
     "garp_delays": "Delayed second rounds of gratuitous ARPs / NAs (garp_master_delay) sent.",

@@ -37,6 +37,7 @@ from vrrpd.io.announce import Announcer
 from vrrpd.io.control import ControlServer
 from vrrpd.io.fifo import NotifyFifo
 from vrrpd.io.netlink import Netlink
+from vrrpd.io import nftables, preflight
 from vrrpd.io.notify import NotifyRunner
 from vrrpd.io.procevents import ProcessEvents
 from vrrpd.io.trackfile import TrackFiles
@@ -113,6 +114,9 @@ class Runtime:
     async def run(self) -> int:
         # What the host must give for the keys in use, or the start is refused (OSError, exit 1) with the
         # reason, rather than running half-configured.
+        missing = preflight.problems(self.config)
+        if missing:
+            raise OSError("; ".join(missing))
         if self.fifo is not None:
             self.fifo.open()  # a path that cannot be a FIFO
         if any(inst.track_process for inst in self.config.instances):
@@ -318,6 +322,8 @@ class Runtime:
                 self._close_socket((ifname, family))
             case n.RunScripts(scripts=scripts):
                 self._spawn(self.scripts.run(scripts))
+            case n.PruneFilters(keep=keep):
+                self._spawn(self._prune(keep))
             case n.WatchFiles(files=files):
                 self.track_files.watch(files)
             case n.WatchProcesses(processes=processes):
@@ -388,11 +394,26 @@ class Runtime:
                     self.feed([n.EffectFailed(router, effect, error or "")])
             case n.Notify(jobs=jobs):
                 self.notify.submit(jobs)
+            case n.FilterRules(table=table, script=script):
+                try:
+                    await nftables.run_script(script)
+                except OSError as exc:
+                    self.log.error("filter_failed", router=router, table=table, error=str(exc))
+                    self.feed([n.EffectFailed(router, effect, str(exc))])
             case n.FifoLine(line=line):
                 if self.fifo is not None:
                     self.fifo.write(line)
             case n.Retire():
                 self.queues.pop(router, None)
+
+    async def _prune(self, keep: tuple[str, ...]) -> None:
+        try:
+            stale = await nftables.prune(keep)
+        except (OSError, ValueError) as exc:
+            self.log.error("filter_prune_failed", error=str(exc))
+            return
+        if stale:
+            self.log.warning("stale_filters_removed", tables=stale)
 
     async def _carry_routes(self, router: int, effect: n.AddRoutes | n.RemoveRoutes) -> None:
         adding = isinstance(effect, n.AddRoutes)
@@ -427,6 +448,11 @@ class Runtime:
                 except ConfigError as exc:
                     for problem in exc.problems:
                         self.log.error("reload_rejected", problem=str(problem))
+                    return False
+                missing = preflight.problems(new)
+                if missing:
+                    for problem in missing:
+                        self.log.error("reload_rejected", problem=problem)
                     return False
                 if any(inst.track_process for inst in new.instances):
                     try:

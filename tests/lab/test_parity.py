@@ -218,3 +218,51 @@ def test_track_process_follows_a_process_through_the_kernels_process_events(lab,
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def _connects(client, address: str, port: int) -> bool:
+    """A TCP connection from `client` (a lab host) to address:port, within a second."""
+    import socket
+
+    from labkit.netns import netns_socket
+
+    sock = netns_socket(client, socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(1.0)
+    try:
+        sock.connect((address, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("accept_mode", [False, True])
+def test_accept_mode_decides_whether_the_master_answers_traffic_to_the_vip(lab, tmp_path, accept_mode):
+    net = lab(2)
+    a, b = net.hosts
+    import socket
+
+    from labkit.netns import netns_socket
+
+    a.run(["nft", "add", "table", "inet", "someone_else"])  # a table of another program, never to be touched
+    server = netns_socket(a, socket.AF_INET, socket.SOCK_STREAM)  # a service on every address of a
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", 7777))
+    server.listen(16)
+    node = lone_master(a, tmp_path, accept_mode=accept_mode)
+    wait_until(lambda: node.state("VI_1") == "MASTER" and a.has_address(VIP), 10, message=node.log_text()[-2000:])
+    tables = a.run(["nft", "list", "tables"]).stdout
+    assert ("table inet vrrpd_51_ipv4_eth0" in tables) is (not accept_mode)
+    try:
+        if accept_mode:
+            assert _connects(b, VIP, 7777)
+        else:
+            assert not _connects(b, VIP, 7777)  # RFC 5798 6.4.3: a non-owner master does not accept it ...
+            assert _connects(b, str(a.ipv4), 7777)  # ... while its own address answers as before
+            assert a.mac in b.run(["ip", "neigh", "show", VIP]).stdout  # and ARP for the VIP is still answered
+    finally:
+        server.close()
+    node.stop()
+    tables = a.run(["nft", "list", "tables"]).stdout
+    assert "vrrpd_" not in tables and "table inet someone_else" in tables

@@ -177,6 +177,21 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class FilterRules:
+    """Run this nft script (`vrrpd.core.accept`): make, replace or delete the instance's own table."""
+
+    table: str
+    script: str
+
+
+@dataclass(frozen=True, slots=True)
+class PruneFilters:
+    """Delete the tables named vrrpd_* that are not in `keep` (left by an earlier run); no other table."""
+
+    keep: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FifoLine:
     """One line for the notify FIFO, in keepalived's format: `INSTANCE "VI_1" MASTER 150` (or GROUP ... 0)."""
 
@@ -251,8 +266,9 @@ class Retire:
 
 
 Effect = (Transmit | AddAddresses | RemoveAddresses | AddRoutes | RemoveRoutes | Announce | Notify | FifoLine
+          | FilterRules | PruneFilters
           | StateChanged | OpenSocket | CloseSocket | RunScripts | WatchFiles | WatchProcesses | Log | Status | Retire)
-QUEUED = (AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, FifoLine, Retire)
+QUEUED = (FilterRules, AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, FifoLine, Retire)
 
 
 class Routed(NamedTuple):

@@ -21,13 +21,14 @@ from ipaddress import IPv4Address, IPv6Address
 from daemonkit.net import Address, Interface
 from vrrpd.config import Config, Instance, Script
 from vrrpd.core import fsm, packet
+from vrrpd.core import accept
 from vrrpd.core.adverts import AdvertCache, params_for
 from vrrpd.core.checks import addresses_differ, check_advert
 from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
 from vrrpd.core.fsm import FaultReason, State
 from vrrpd.core.events import (
     AddAddresses, AddRoutes, AddressChanged, Announce, CloseSocket, EffectFailed, Effect, Event, LinkChanged, Log,
-    FifoLine, FileValue, Notify, OpenSocket, ProcessCount, WatchFiles, WatchProcesses, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
+    FifoLine, FileValue, FilterRules, Notify, PruneFilters, OpenSocket, ProcessCount, WatchFiles, WatchProcesses, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
     SocketChanged, Start, StateChanged, Status, Stop, Transmit,
 )
 from vrrpd.core.notify import fifo_line, group_state, jobs_for
@@ -152,6 +153,7 @@ class Node:
             case Stop():
                 for r in list(self.routers.values()):
                     self._apply(r, r.fsm.handle(fsm.Shutdown(), now), now)
+                    self._filter(r, r.inst, None)
             case Reconfigure(config=config):
                 self._reconfigure(config, now)
             case _:
@@ -475,7 +477,10 @@ class Node:
         if self.started:
             raise fsm.ProtocolMisuse("start twice")
         self.started = True
+        self._emit(None, PruneFilters(tuple(accept.table_name(r.inst) for r in self.routers.values()
+                                            if accept.wants_rules(r.inst))))
         for r in list(self.routers.values()):
+            self._filter(r, None, r.inst)  # before anything else in its queue: before it can hold an address
             self._remove_stale(r)
             self._refresh(r, now)
 
@@ -503,6 +508,14 @@ class Node:
         self._by_link.setdefault(r.key, {})[inst.vrid] = r
         self._open_socket(r.key)
         return r
+
+    def _filter(self, r: _Router, old: Instance | None, new: Instance | None) -> None:
+        """The instance's own nftables table (accept_mode = false) made, changed or deleted to follow `new`."""
+        if new is not None and accept.wants_rules(new):
+            if old is None or not accept.wants_rules(old) or accept.rules(old) != accept.rules(new):
+                self._emit(r, FilterRules(accept.table_name(new), accept.rules(new)))
+        elif old is not None and accept.wants_rules(old):
+            self._emit(r, FilterRules(accept.table_name(old), accept.removal(accept.table_name(old))))
 
     def _index_vips(self) -> None:
         """Which router each VIP belongs to, and which addresses are never a source (non-owner VIPs)."""
@@ -604,6 +617,7 @@ class Node:
         for key in by_key.keys() - wanted.keys():  # removed: released like a shutdown (priority 0)
             r = by_key[key]
             self._apply(r, r.fsm.handle(fsm.Shutdown(), now), now)
+            self._filter(r, r.inst, None)
             self._emit(r, Retire())
             self._drop(r)
         old_config = self.config
@@ -613,7 +627,7 @@ class Node:
         for key in by_key.keys() & wanted.keys():
             self._keep(by_key[key], wanted[key], now)
         for key in wanted.keys() - by_key.keys():
-            self._add(wanted[key], now)
+            self._filter(self._add(wanted[key], now), None, wanted[key])
         self._index_vips()
         self._regroup()
         if scripts_changed:
@@ -628,6 +642,7 @@ class Node:
         never touched (RFC 5798 leaves reloads to us; keepalived does the same)."""
         old = {v.ip: v for v in r.inst.addresses}
         new = {v.ip: v for v in inst.addresses}
+        self._filter(r, r.inst, inst)  # the table first: a VIP added below is never accepted by mistake
         r.inst = inst
         r.vips = frozenset(v.ip for v in inst.virtual_ipaddress)
         r.frames = None
@@ -859,6 +874,8 @@ class Node:
                     stats.route_add_errors += 1
             case RemoveRoutes():
                 stats.route_remove_errors += 1
+            case FilterRules():
+                stats.filter_errors += 1
             case Announce():
                 stats.announce_errors += 1
 

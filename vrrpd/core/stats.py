@@ -35,6 +35,7 @@ class Stats:
     announce_errors: int = 0
     route_add_errors: int = 0  # virtual_routes / virtual_rules netlink failed to add
     route_remove_errors: int = 0
+    filter_errors: int = 0  # accept_mode = false: nft failed to make, change or delete the instance's table
     vips_restored: int = 0  # VIPs someone else removed from under this master, put back
     announcements_tx: int = 0  # gratuitous ARP / unsolicited NA frames handed to the socket
     garp_delays: int = 0  # delayed second rounds of announcements (garp_master_delay) sent

@@ -348,6 +348,19 @@ def test_track_file_and_track_process_are_carried_with_keepalived_weight_rules()
     assert "not carried: weight 3 reverse (line 16): vrrpd has no reverse weights" in text
 
 
+def test_accept_no_accept_and_vrrp_strict_are_carried_as_accept_mode():
+    text = convert("global_defs {\n vrrp_strict\n}\n"
+                   + "".join(f"vrrp_instance {name} {{\n interface eth0\n virtual_router_id {vrid}\n{extra}"
+                             f" virtual_ipaddress {{ 192.0.2.{vrid} }}\n}}\n"
+                             for name, vrid, extra in (("S", 1, ""), ("A", 2, " accept\n"),
+                                                       ("O", 3, " priority 255\n"))), "strict.conf")
+    config = parse(text)
+    assert [config.instance(n).accept_mode for n in ("S", "A", "O")] == [False, True, True]
+    assert "vrrp_strict (line 2): carried as accept_mode = false" in text
+    assert parse(convert("vrrp_instance N {\n interface eth0\n virtual_router_id 9\n no_accept\n"
+                         " virtual_ipaddress { 192.0.2.9 }\n}\n", "n.conf")).instance("N").accept_mode is False
+
+
 def test_keepalived_documentation_samples_convert_to_valid_vrrpd_configs():
     require(None if KEEPALIVED_SAMPLES.is_dir() else "keepalived's samples are not installed (Debian package keepalived)")
     samples = [p for p in sorted(KEEPALIVED_SAMPLES.glob("keepalived.conf*")) if "vrrp_instance" in p.read_text()]

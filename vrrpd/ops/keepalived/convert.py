@@ -24,7 +24,7 @@ _INSTANCE_ORDER = (
     "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
     "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
     "track_script", *_NOTIFY, "auth_type", "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary",
-    "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules", "track_file", "track_process",
+    "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules", "track_file", "track_process", "accept_mode",
 )  # fmt: skip
 # Keys whose loss makes a whole table unusable (the safety net then comments the table out).
 _REQUIRED = {"instance": ("name", "interface", "vrid", "virtual_ipaddress"), "script": ("name", "command"),
@@ -163,6 +163,8 @@ class _Converter:
                 if inst.values.get("interface") in interfaces:
                     own.update(values)
             for key, (value, where) in own.items():
+                if key == "accept_mode" and inst.values.get("priority") == 255:
+                    continue  # an address owner always accepts (RFC 5798 6.1)
                 if key not in inst.values:
                     inst.values[key] = value
                     inst.note(f"keepalived: {where}", key)
@@ -179,6 +181,10 @@ class _Converter:
             elif sub.keyword in ("notify_fifo", "vrrp_notify_fifo") and len(args) in (1, 2) and sub.block is None \
                     and args[0].startswith("/"):
                 self._notify_fifo(sub)
+            elif sub.keyword == "vrrp_strict" and not args:
+                self.instance_defaults["accept_mode"] = (False, f"vrrp_strict (line {sub.line}): no_accept")
+                self.global_.note(f"keepalived: vrrp_strict (line {sub.line}): carried as accept_mode = false on "
+                                  "every instance; its other checks are not vrrpd's")
             elif sub.keyword == "vrrp_version" and args in (["2"], ["3"]):
                 self.vrrp_version = int(args[0])
                 self.global_.note(f"keepalived: vrrp_version {args[0]} (line {sub.line}): "
@@ -508,6 +514,8 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> No
         state["unicast_ttl"] = (int(one), sub)
     elif kw == "dont_track_primary" and not args:
         t.values["dont_track_primary"] = True
+    elif kw in ("accept", "no_accept") and not args:
+        t.values["accept_mode"] = kw == "accept"
     elif kw == "garp_master_repeat" and _ranged(one, 0, config.MAX_GARP_REPEAT, True) is not None:
         t.values["garp_repeat"] = int(one)
     elif kw == "garp_master_refresh" and _ranged(one, 0, config.MAX_GARP_REFRESH) is not None:
