@@ -28,8 +28,10 @@ MAX_KEY_LENGTH = 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_JSON_DEPTH = 64
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before the answer
-SERVICE = web.AppKey("service", ContextService)
-TOKEN = web.AppKey("token", str)
+# Typed keys where aiohttp has them (3.9+); Debian 12's aiohttp 3.8, which the package runs on, takes the
+# plain strings that AppKey replaced.
+SERVICE = web.AppKey("service", ContextService) if hasattr(web, "AppKey") else "service"
+TOKEN = web.AppKey("token", str) if hasattr(web, "AppKey") else "token"
 _AIOHTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 log = structlog.get_logger("csserver")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 from datetime import timedelta
@@ -23,6 +24,9 @@ from daemonkit.systemd import Notifier
 IDEMPOTENCY_TTL = timedelta(hours=24)  # a client retries for seconds; a day covers any sane deadline
 EXPIRY_INTERVAL_S = 3600.0
 SHUTDOWN_GRACE_S = 5.0  # requests in flight get this long to finish at SIGTERM
+# aiohttp 3.9 takes the grace on the runner; Debian 12's 3.8, which the package runs on, on the site (there a
+# runner passes unknown keywords to every connection's handler, which then fails).
+_GRACE_ON_RUNNER = "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters
 
 log = structlog.get_logger("csserver")
 
@@ -44,10 +48,12 @@ async def serve(config: Config, token: str | None = None, local: StaticAddresses
     try:
         await local.start()
         service = ContextService(config, store, local, Metrics())
+        grace = {"shutdown_timeout": SHUTDOWN_GRACE_S}
         runner = web.AppRunner(create_app(service, token), access_log=None, handle_signals=False,
-                               shutdown_timeout=SHUTDOWN_GRACE_S, logger=http_logger())
+                               logger=http_logger(), **(grace if _GRACE_ON_RUNNER else {}))
         await runner.setup()
-        site = web.TCPSite(runner, config.node.listen_host, config.node.listen_port, reuse_address=True)
+        site = web.TCPSite(runner, config.node.listen_host, config.node.listen_port, reuse_address=True,
+                           **({} if _GRACE_ON_RUNNER else grace))
         await site.start()
         log.info("csserver_started", alias=config.node.alias, listen=f"{config.node.listen_host}:{config.node.listen_port}",
                  store=config.store.kind, standalone=config.standalone, auth=bool(token),
