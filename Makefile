@@ -3,10 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := keepalived tshark iproute2 nftables postgresql procps curl systemd
+DEBS := keepalived tshark iproute2 nftables postgresql procps curl systemd man-db bash-completion
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit lab lint demo bench chaos deps venv postgres clean
+.PHONY: test unit lab lint demo bench chaos deps venv postgres deb clean
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -28,7 +28,11 @@ venv: $(STAMP)
 postgres: deps
 	@scripts/test-postgres.sh start
 
-test: deps venv postgres
+# The Debian 12 packages (dist/vrrpd_*.deb, dist/csserver_*.deb), built with dpkg-dev and debhelper.
+deb:
+	@scripts/build-deb.sh
+
+test: deps venv postgres deb
 	@set -a; . scripts/test-postgres.env; set +a; \
 	  $(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -51,4 +55,4 @@ chaos: deps venv postgres
 	@set -a; . scripts/test-postgres.env; set +a; $(PY) -m labkit.chaos --full
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
