@@ -16,7 +16,8 @@ import tempfile
 from ipaddress import ip_interface
 from pathlib import Path
 
-from labkit.netns import Host, _run, wait_until
+from labkit.netns import Host, _run
+from labkit.systemd_host import wait_explained
 
 ROLE = DATABASE = "csserver"
 PORT = 5432
@@ -63,7 +64,7 @@ class LabPostgres:
              "-c", f"port={PORT}", "-c", f"unix_socket_directories={self.dir}"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        wait_until(self._ready, START_TIMEOUT_S, 0.1, message=f"PostgreSQL on {self.host.name} did not start:\n{self._log()}")
+        wait_explained(self._ready, START_TIMEOUT_S, 0.1, lambda: f"PostgreSQL did not start:\n{self._log()}")
         self._psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'")
         self._psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
         return self

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any, Callable
 
 from labkit.netns import CommandFailed, Host, pid_alive, wait_until
 
@@ -71,8 +72,8 @@ class SystemdHost:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=enter_cgroups)
         self.host.lab.processes.append(self.proc)  # the lab's last resort, should stop() fail
-        self.pid = wait_until(self._find_init, 20, 0.02, message=f"{self.name}: no init in its container\n{self.console()}")
-        wait_until(self._booted, timeout, 0.1, message=f"{self.name}: boot did not finish\n{self.console()}")
+        self.pid = wait_explained(self._find_init, 20, 0.02, lambda: f"{self.name}: no init in its container")
+        wait_explained(self._booted, timeout, 0.1, lambda: f"{self.name}: boot did not finish\n{self.console()}")
         return self
 
     def _find_init(self) -> int | None:
@@ -169,7 +170,7 @@ class SystemdHost:
         then delete its cgroups."""
         self._stop_container()
         for cgroup in self.cgroups:
-            wait_until(lambda c=cgroup: _remove_cgroup(c), 10, 0.05, message=f"{self.name}: cgroup {cgroup} stays busy")
+            wait_until(lambda c=cgroup: _remove_cgroup(c), 10, 0.05, message=f"{self.name}: {cgroup} stays busy")
 
     def _stop_container(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -193,6 +194,14 @@ class SystemdHost:
             return self.log_path.read_text(errors="replace")[-tail:]
         except OSError:
             return ""
+
+
+def wait_explained(predicate: Callable[[], Any], timeout: float, interval: float, explain: Callable[[], str]) -> Any:
+    """wait_until, whose failure message is made when it fails (a container's console, a pair's state)."""
+    try:
+        return wait_until(predicate, timeout, interval)
+    except AssertionError:
+        raise AssertionError(explain()) from None
 
 
 def _children(pid: int) -> list[int]:

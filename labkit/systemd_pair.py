@@ -14,9 +14,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labkit.netns import Host, Lab, wait_until
+from labkit.netns import Host, Lab
 from labkit.pg_host import LabPostgres
-from labkit.systemd_host import SystemdHost
+from labkit.systemd_host import SystemdHost, wait_explained
 from vrrpd.core.fsm import master_down_interval_cs, skew_time_cs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ class InstalledPair:
         return True
 
     def wait_steady(self, timeout: float = 40.0) -> None:
-        wait_until(self.steady, timeout, 0.2, message=f"the pair never settled:\n{self.describe()}")
+        wait_explained(self.steady, timeout, 0.2, lambda: f"the pair never settled:\n{self.describe()}")
 
     def describe(self) -> str:
         lines = []
