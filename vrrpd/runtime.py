@@ -386,7 +386,8 @@ class Runtime:
         return {"router_id": view["router_id"], "pid": os.getpid(), "version": __version__,
                 "instances": view["instances"], "stats": view["stats"],
                 "notify": {"completed": self.notify.completed, "failed": self.notify.failures,
-                           "dropped": self.notify.dropped}}
+                           "dropped": self.notify.dropped, "exits": dict(self.notify.exits),
+                           "seconds": round(self.notify.seconds, 6)}}
 
     def _log_snapshot(self) -> None:
         self.log.info("status_snapshot", status=self.status())

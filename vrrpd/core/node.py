@@ -641,6 +641,8 @@ class Node:
         r.since = now
         if new is State.MASTER:
             r.stats.master_transitions += 1
+        elif old is State.MASTER:
+            r.stats.master_releases += 1
         if r.group is not None:
             self._dirty_groups.add(r.group)
             if old is State.MASTER and new is State.BACKUP and not reason.startswith("sync"):

@@ -10,6 +10,7 @@ from vrrpd.core.packet import DropReason
 @dataclass(slots=True)
 class Stats:
     master_transitions: int = 0
+    master_releases: int = 0  # transitions out of MASTER (keepalived: release_master)
     adverts_rx: int = 0
     adverts_tx: int = 0
     priority_zero_rx: int = 0
