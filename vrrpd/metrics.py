@@ -65,6 +65,7 @@ COUNTER_HELP = {
     "vips_restored": "Virtual addresses someone else removed from this master, put back.",
     "announcements_tx": "Gratuitous ARP / unsolicited NA frames sent.",
     "garp_delays": "Delayed second rounds of gratuitous ARPs / NAs (garp_master_delay) sent.",
+    "duplicate_address": "Adverts from this node's own source address that it did not send (a duplicate address).",
     "split_brain_seen": "Adverts of another master of equal or higher priority heard while master.",
 }
 

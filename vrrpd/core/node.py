@@ -162,7 +162,14 @@ class Node:
             self.global_stats.count_drop(packet.DropReason.VRID)
             return []
         if src == r.primary:
-            return []  # our own advert, looped back (unicast to ourselves)
+            if payload in (p for _, p in r.cache.adverts(r.fsm.effective_priority)):
+                return []  # our own advert, looped back (unicast to ourselves)
+            # Another host sends from our address (cloned VMs share a MAC and so an EUI-64 link-local; a
+            # duplicate IPv4 address): neither can tell the other's adverts from its own. Say so.
+            r.stats.duplicate_address += 1
+            self._warn(r, "duplicate_address", now, address=str(src),
+                       detail="another host sends VRRP from this node's own source address")
+            return self._finish(now)
         reason = check_advert(result, src, r.inst, r.vips)
         if reason is not None:
             r.stats.count_drop(reason)

@@ -37,6 +37,7 @@ class Stats:
     vips_restored: int = 0  # VIPs someone else removed from under this master, put back
     announcements_tx: int = 0  # gratuitous ARP / unsolicited NA frames handed to the socket
     garp_delays: int = 0  # delayed second rounds of announcements (garp_master_delay) sent
+    duplicate_address: int = 0  # adverts from our own source address that are not ours
     split_brain_seen: int = 0  # as master, heard another master of equal or higher priority
 
     def count_drop(self, reason: DropReason) -> None:

@@ -402,3 +402,18 @@ def test_a_new_mac_is_announced_at_once_by_a_master_with_frames_of_the_new_mac()
     [announce] = [e for _, e in effects if isinstance(e, n.Announce)]
     assert announce.frames[0][6:12] == bytes.fromhex("020000 00aabb".replace(" ", ""))  # the Ethernet source
     assert announce.repeat == 5
+
+
+def test_an_advert_from_our_own_address_that_we_did_not_send_is_a_duplicate_address():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150)), "192.0.2.1/24")
+    a.start()
+    lan.run_until(MDI_150)
+    r = a.node.router("VI_1")
+    ours = r.cache.adverts(150)[0][1]
+    src, dst = ip_address("192.0.2.1"), ip_address("224.0.0.18")
+    assert a.node.receive("eth0", "ipv4", ours, src, dst, 255, 5.0) == []  # looped back: ours, ignored
+    clone = encode(Advert(3, 51, 100, 100, (ip_address("192.0.2.100"),)), src=src, dst=dst)
+    effects = a.node.receive("eth0", "ipv4", clone, src, dst, 255, 5.1)
+    assert r.stats.duplicate_address == 1
+    assert [e.effect.event for e in effects if isinstance(e.effect, n.Log)] == ["duplicate_address"]
