@@ -31,24 +31,34 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-class Pair:
+class ImplPair:
     """A master (a, priority 150) and a backup (b, priority 100) of one implementation."""
 
-    def __init__(self, impl: str, lab: Lab, workdir: Path, interval: float, instances: int = 1):
+    def __init__(self, impl: str, lab: Lab, workdir: Path, interval: float, instances: int = 1, vips: int = 1,
+                 python: str = sys.executable):
         self.impl, self.lab, self.workdir, self.interval, self.count = impl, lab, workdir, interval, instances
+        self.vips, self.python = vips, python
         self.procs: dict[str, object] = {}
 
     def specs(self, priority: int) -> list[dict]:
         if self.count == 1:
             return [dict(name="VI_1", interface="eth0", vrid=51, priority=priority, advert_interval=self.interval,
                          virtual_ipaddress=[f"{VIP}/24"], garp_repeat=1)]
+        if self.vips > 1:  # IPv6: the documentation prefixes hold no thousand IPv4 addresses
+            return [dict(name=f"VI_{i}", interface="eth0", vrid=i, priority=priority, advert_interval=self.interval,
+                         virtual_ipaddress=[f"2001:db8:ff::{i:x}:{j:x}/64" for j in range(1, self.vips + 1)],
+                         garp_repeat=1) for i in range(1, self.count + 1)]
         return [dict(name=f"VI_{i}", interface="eth0", vrid=i, priority=priority, advert_interval=self.interval,
                      virtual_ipaddress=[f"198.51.100.{i}/24"], garp_repeat=1) for i in range(1, self.count + 1)]
+
+    def addresses(self) -> list[str]:
+        return [v.split("/")[0] for spec in self.specs(150) for v in spec["virtual_ipaddress"]]
 
     def start(self, host) -> None:
         priority = 150 if host.name == "a" else 100
         if self.impl == "vrrpd":
-            node = VrrpdNode(host, self.workdir, self.specs(priority), global_kw={"log_level": "info"})
+            node = VrrpdNode(host, self.workdir, self.specs(priority), global_kw={"log_level": "info"},
+                             python=self.python)
             node.start()
             self.procs[host.name] = node.proc
         else:
@@ -95,7 +105,7 @@ def takeover_trials(impl: str, interval: float, trials: int, workdir: Path) -> d
     link, term = [], []
     with Lab(2) as lab:
         a, b = lab.hosts
-        pair = Pair(impl, lab, workdir, interval)
+        pair = ImplPair(impl, lab, workdir, interval)
         pair.start(a)
         pair.start(b)
         wait_until(lambda: a.has_address(VIP) and not b.has_address(VIP), 10 + 5 * interval, message=f"{impl}: a not master")
@@ -130,7 +140,7 @@ def cpu_memory(impl: str, seconds: float, workdir: Path) -> dict:
     """20 instances at 0.05 s as master against a backup node; CPU share and RSS of the master's daemon."""
     with Lab(2) as lab:
         a, b = lab.hosts
-        pair = Pair(impl, lab, workdir, 0.05, instances=20)
+        pair = ImplPair(impl, lab, workdir, 0.05, instances=20)
         pair.start(a)
         pair.start(b)
         wait_until(lambda: all(a.has_address(f"198.51.100.{i}") for i in range(1, 21)), 20, message=f"{impl}: not master of 20")
@@ -149,12 +159,88 @@ def cpu_memory(impl: str, seconds: float, workdir: Path) -> dict:
             "processes": len(pids)}
 
 
+def held(host, addresses: list[str]) -> int:
+    out = host.run(["ip", "-o", "address", "show", "dev", "eth0"], timeout=30).stdout
+    present = {line.split()[3].split("/")[0] for line in out.splitlines()}
+    return sum(1 for a in addresses if a in present)
+
+
+def scale(impl: str, instances: int, interval: float, vips: int, seconds: float, workdir: Path,
+          python: str) -> dict:
+    """`instances` x `vips` IPv6 VIPs on one pair: how long until the master holds them all, then the CPU of
+    master and backup over `seconds` of steady state, and the master's RSS."""
+    with Lab(2) as lab:
+        a, b = lab.hosts
+        pair = ImplPair(impl, lab, workdir, interval, instances=instances, vips=vips, python=python)
+        addresses = pair.addresses()
+        t0 = time.monotonic()
+        pair.start(a)
+        wait_until(lambda: held(a, addresses) == len(addresses), 120, interval=0.05,
+                   message=f"{impl}: a holds {held(a, addresses)} of {len(addresses)}")
+        all_held = time.monotonic() - t0
+        pair.start(b)
+        time.sleep(3 * interval + 5.0)  # settle: the backup's start-up is not steady state
+        assert held(b, addresses) == 0, f"{impl}: the backup holds addresses"
+        pids = {name: pair.pids(name) for name in ("a", "b")}
+        before = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        t1 = time.monotonic()
+        time.sleep(seconds)  # a fixed measurement window, not a wait for a condition
+        wall = time.monotonic() - t1
+        cpu = {name: 100 * (sum(cpu_seconds(p) for p in ps) - before[name]) / wall for name, ps in pids.items()}
+        rss = sum(rss_mb(p) for p in pids["a"])
+        pair.stop("a")
+        pair.stop("b")
+    return {"impl": impl, "instances": instances, "advert_interval": interval, "vips": instances * vips,
+            "all_held_s": all_held, "cpu_master_percent": cpu["a"], "cpu_backup_percent": cpu["b"],
+            "rss_master_mb": rss, "seconds": wall}
+
+
+def production_python() -> str:
+    """An interpreter with the runtime dependencies only (pyproject's, no test extras), made once and kept:
+    what a production install loads, for the memory figure (test extras pull rich into structlog)."""
+    venv = Path("/var/cache/vrrpd-bench/venv-prod")
+    python = venv / "bin" / "python"
+    if not python.exists():
+        progress(f"making a production venv in {venv} (runtime dependencies only)")
+        import subprocess
+        import tomllib
+
+        deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *deps], check=True)
+    return str(python)
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
-def summarize(takeovers: list[dict], cpu: list[dict], cs: dict | None = None) -> list[str]:
+SCALE = ((100, 0.1, 4, 30.0), (250, 1.0, 4, 60.0))  # instances, advert_interval, VIPs each, CPU window (s)
+RSS_TARGET_MB, HELD_TARGET_S = 32.0, 10.0
+
+
+def scale_lines(results: list[dict]) -> list[str]:
+    by = {(r["impl"], r["instances"]): r for r in results}
+    lines = ["", "scale: N instances x 4 IPv6 VIPs, master and backup steady state (CPU over the window), "
+             "the master's RSS (production venv), time until the master holds every VIP:",
+             f"{'instances':>9} {'interval':>8} {'':>8} {'vrrpd':>8} {'keepalived':>11} {'ratio':>6} {'target':>7}"]
+    for instances, interval, _, _ in SCALE:
+        ours, theirs = by.get(("vrrpd", instances)), by.get(("keepalived", instances))
+        if not ours or not theirs:
+            continue
+        for label, key in (("CPU M", "cpu_master_percent"), ("CPU B", "cpu_backup_percent")):
+            ratio = ours[key] / max(theirs[key], 1e-9)
+            lines.append(f"{instances:>9} {interval:>7}s {label:>8} {ours[key]:>7.2f}% {theirs[key]:>10.2f}% "
+                         f"{ratio:>6.2f} {'<= 1.0':>7}")
+        lines.append(f"{instances:>9} {interval:>7}s {'RSS M':>8} {ours['rss_master_mb']:>6.1f}MB "
+                     f"{theirs['rss_master_mb']:>8.1f}MB {'':>6} {'<= ' + str(RSS_TARGET_MB) + ' MB':>7}")
+        lines.append(f"{instances:>9} {interval:>7}s {'held':>8} {ours['all_held_s']:>7.2f}s {theirs['all_held_s']:>9.2f}s "
+                     f"{ours['all_held_s'] / max(theirs['all_held_s'], 1e-9):>6.2f} {'<= ' + str(HELD_TARGET_S) + ' s':>7}")
+    return lines
+
+
+def summarize(takeovers: list[dict], cpu: list[dict], cs: dict | None = None, scaled: list[dict] = ()) -> list[str]:
     lines = ["", "takeover (master's link down, or master SIGTERMed -> VIP on backup, netlink), medians;",
              "expected: Master_Down_Interval after a link loss, Skew_Time after the stopping master's priority-0 advert:",
              f"{'interval':>9} {'kind':>8} {'vrrpd':>9} {'keepalived':>11} {'ratio':>6} {'vrrpd p99':>10} {'expected':>9}"]
@@ -176,6 +262,8 @@ def summarize(takeovers: list[dict], cpu: list[dict], cs: dict | None = None) ->
                   f"ratio {c['vrrpd']['cpu_percent'] / max(c['keepalived']['cpu_percent'], 1e-9):.2f}",
                   f"  RSS  vrrpd {c['vrrpd']['rss_mb_total']:.1f} MB  keepalived {c['keepalived']['rss_mb_total']:.1f} MB "
                   f"(all processes; largest keepalived process {c['keepalived']['rss_mb_max_process']:.1f} MB)"]
+    if scaled:
+        lines += scale_lines(list(scaled))
     if cs:
         from bench import csserver_bench
 
@@ -230,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials-fast", type=int, default=10, help="trials at advert_interval 0.1 s (default 10)")
     parser.add_argument("--trials-slow", type=int, default=3, help="trials at advert_interval 1 s (default 3)")
     parser.add_argument("--cpu-seconds", type=float, default=10.0, help="CPU/RSS measurement window (default 10)")
-    parser.add_argument("--skip", action="append", default=[], choices=["takeover", "cpu", "csserver"])
+    parser.add_argument("--skip", action="append", default=[], choices=["takeover", "cpu", "scale", "csserver"])
     cs = parser.add_argument_group("csserver (bench/csserver_bench.py)")
     cs.add_argument("--cs-trials", type=int, default=5, help="failover trials per store (default 5)")
     cs.add_argument("--cs-duration", type=float, default=5.0, help="seconds of GET and of PUT load per store (default 5)")
@@ -245,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     RESULTS.mkdir(exist_ok=True)
     load_before = os.getloadavg()[0]
-    takeovers, cpu, cs_result = [], [], None
+    takeovers, cpu, scaled, cs_result = [], [], [], None
     with tempfile.TemporaryDirectory(prefix="vrrpd-bench-") as tmp:
         work = Path(tmp)
         if "takeover" not in args.skip:
@@ -260,6 +348,14 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"cpu/memory: {impl}, 20 instances at 0.05 s for {args.cpu_seconds}s")
                 cpu.append(cpu_memory(impl, args.cpu_seconds, work / f"cpu-{impl}"))
             (RESULTS / "cpu.json").write_text(json.dumps(cpu, indent=2))
+        if "scale" not in args.skip:
+            python = production_python()
+            for instances, interval, vips, seconds in SCALE:
+                for impl in ("vrrpd", "keepalived"):
+                    progress(f"scale: {impl}, {instances} instances x {vips} VIPs at {interval}s, {seconds:g}s window")
+                    scaled.append(scale(impl, instances, interval, vips, seconds, work / f"scale-{impl}-{instances}",
+                                        python))
+            (RESULTS / "scale.json").write_text(json.dumps(scaled, indent=2))
         if "csserver" not in args.skip:
             from bench import csserver_bench
 
@@ -267,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                 trials=args.cs_trials, duration=args.cs_duration, concurrency=args.cs_concurrency,
                 attempt_timeout=args.cs_attempt_timeout, stores=tuple(args.cs_store or ("sqlite", "postgresql")))
             cs_result = csserver_bench.run(work / "csserver", progress, settings)
-    for line in summarize(takeovers, cpu, cs_result):
+    for line in summarize(takeovers, cpu, cs_result, scaled):
         print(line)
     load_after = os.getloadavg()[0]
     busy = (" (a busy machine: compare with a run on a quiet one)"

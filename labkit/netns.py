@@ -163,6 +163,42 @@ class Host:
     def sysctl(self, *settings: str) -> None:
         self.run(["sysctl", "-qw", *settings])
 
+    def recreate_veth(self, addresses: bool = True) -> None:
+        """Delete the host's veth and make a new one (a new ifindex, as a container restart does), back on the
+        bridge with the same MAC and, unless told otherwise, the same addresses."""
+        _run(["ip", "-n", self.lab.switch_ns, "link", "del", self.peer])
+        _run(["ip", "-n", self.lab.switch_ns, "link", "add", self.peer, "type", "veth", "peer", "name", IFNAME,
+              "netns", self.ns])
+        _run(["ip", "-n", self.lab.switch_ns, "link", "set", self.peer, "master", BRIDGE, "up"])
+        self.sysctl(f"net.ipv6.conf.{IFNAME}.accept_dad=0", f"net.ipv6.conf.{IFNAME}.accept_ra=0")
+        commands = ["link set {0} address {1} up".format(IFNAME, self.mac)]
+        if addresses:
+            commands += [f"address add {self.ipv4}/24 dev {IFNAME}", f"address add {self.ipv6}/64 dev {IFNAME} nodad"]
+        _run(["ip", "-n", self.ns, "-batch", "-"], input="\n".join(commands) + "\n")
+
+    def add_macvlan(self, name: str, address: str | None = None, mac: str | None = None) -> None:
+        """A macvlan `name` on eth0 (bridge mode: its traffic reaches the lab's bridge), up, with `address`."""
+        self.run(["ip", "link", "add", name, "link", IFNAME, *(["address", mac] if mac else []),
+                  "type", "macvlan", "mode", "bridge"])
+        self.sysctl(f"net.ipv6.conf.{name}.accept_dad=0", f"net.ipv6.conf.{name}.accept_ra=0")
+        self.run(["ip", "link", "set", name, "up"])
+        if address:
+            self.run(["ip", "address", "add", address, "dev", name])
+
+    def block_vrrp(self, on: bool) -> None:
+        """Drop every VRRP packet (IP protocol 112) in and out of this host, links staying up: a partition
+        of VRRP alone. nftables, in a table of the lab's own inside the host's namespace."""
+        if on:
+            self.run(["nft", "-f", "-"], input=(
+                "table inet lab_vrrp_block {\n"
+                " chain input { type filter hook input priority 0; policy accept; meta l4proto 112 drop; }\n"
+                " chain output { type filter hook output priority 0; policy accept; meta l4proto 112 drop; }\n}\n"))
+        else:
+            self.run(["nft", "delete", "table", "inet", "lab_vrrp_block"])
+
+    def delete_link(self, name: str) -> None:
+        self.run(["ip", "link", "del", name])
+
 
 PROBE_ETHERTYPE = 0x88B5  # IEEE 802 local experimental: capture-readiness probes, never real traffic
 
@@ -350,7 +386,7 @@ class AddressWatcher:
 class Lab:
     """N hosts on one bridge; always `close()` it (use it as a context manager or via the `lab` fixture)."""
 
-    def __init__(self, n_hosts: int, names: list[str] | None = None, prefix: str = PREFIX):
+    def __init__(self, n_hosts: int, names: list[str] | None = None, prefix: str = PREFIX, links: int = 1):
         names = list(names) if names else [chr(ord("a") + i) for i in range(n_hosts)]
         if len(names) != n_hosts or len(set(names)) != n_hosts:
             raise ValueError(f"need {n_hosts} distinct host names, got {names}")
@@ -358,6 +394,9 @@ class Lab:
             raise ValueError(f"host names must be short alphanumerics (dashes allowed): {names}")
         self.labid = secrets.token_hex(3)
         self.prefix = prefix  # namespaces are <prefix><labid>-<host>: a suite can tell its own apart
+        if not 1 <= links <= 8:
+            raise ValueError(f"1..8 links, not {links}")
+        self.links = links  # eth0 on br0, and eth1.. on their own bridges (IPv6 only: 2001:db8:<k>::<host>/64)
         self.switch_ns = f"{prefix}{self.labid}-{SWITCH}"
         self.hosts = [Host(self, name, i + 1) for i, name in enumerate(names)]
         self.processes: list[subprocess.Popen] = []
@@ -405,7 +444,20 @@ class Lab:
             host.sysctl(*HOST_SYSCTLS)
             batch += [f"link add {host.peer} type veth peer name {IFNAME} netns {host.ns}",
                       f"link set {host.peer} master {BRIDGE} up"]
+        for k in range(1, self.links):  # more links: each its own broadcast domain, its own bridge
+            batch += [f"link add br{k} type bridge stp_state 0 forward_delay 0 mcast_snooping 0", f"link set br{k} up"]
+            batch += [cmd for host in self.hosts for cmd in (
+                f"link add {host.peer}-{k} type veth peer name eth{k} netns {host.ns}",
+                f"link set {host.peer}-{k} master br{k} up")]
         _run(["ip", "-n", self.switch_ns, "-batch", "-"], input="\n".join(batch) + "\n")
+        for host in self.hosts:
+            if self.links > 1:
+                index = self.hosts.index(host) + 1
+                host.sysctl(*(f"net.ipv6.conf.eth{k}.{key}=0" for k in range(1, self.links)
+                              for key in ("accept_dad", "accept_ra")))
+                _run(["ip", "-n", host.ns, "-batch", "-"], input="".join(
+                    f"link set eth{k} up\naddress add 2001:db8:{k}::{index:x}/64 dev eth{k} nodad\n"
+                    for k in range(1, self.links)))
         for host in self.hosts:
             host.sysctl(f"net.ipv6.conf.{IFNAME}.accept_dad=0", f"net.ipv6.conf.{IFNAME}.accept_ra=0")
             commands = [

@@ -37,6 +37,7 @@ class VrrpdNode:
     sync_groups: list[dict] = field(default_factory=list)
     global_kw: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    python: str = sys.executable  # the interpreter (a production venv, say, for a memory figure)
 
     @property
     def socket_path(self) -> str:
@@ -60,7 +61,7 @@ class VrrpdNode:
         self.write_config()
         log = open(self.log_path, "ab")
         self.proc = self.host.popen(
-            [sys.executable, "-m", "vrrpd", "run", "-c", str(self.config_path)],
+            [self.python, "-m", "vrrpd", "run", "-c", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         )
         log.close()

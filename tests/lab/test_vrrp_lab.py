@@ -100,11 +100,19 @@ def test_preempt_on_return(lab, tmp_path, preempt):
             assert holder(net.hosts) == "b"
 
 
-def test_equal_priority_higher_address_wins(lab, tmp_path):
-    net, node_a, node_b = start_pair(lab, tmp_path, prio_a=100, prio_b=100)
+def test_between_two_masters_of_equal_priority_the_higher_address_wins(lab, tmp_path):
+    """RFC 5798 6.4.3: the tie-break is the masters'. Both become master while they cannot hear each other
+    (b's VRRP blocked); once they do, the higher primary address keeps the VIP. (A backup never applies it:
+    an equal-priority backup leaves a live master alone, tests/lab/test_host_life.py.)"""
+    net = lab(2)
     a, b = net.hosts
     assert int(b.ipv4) > int(a.ipv4)
+    b.block_vrrp(True)
+    node_a = VrrpdNode(a, tmp_path, [instance(100)]).start()
+    node_b = VrrpdNode(b, tmp_path, [instance(100)]).start()
+    wait_master(node_a)
     wait_master(node_b)
+    b.block_vrrp(False)
     wait_until(lambda: node_a.state("VI_1") == "BACKUP", master_down_interval(100) + 3)
     wait_until(lambda: holder(net.hosts) == "b", 2)
 

@@ -36,6 +36,8 @@ from vrrpd.core.tracking import evaluate
 
 IFA_F_SECONDARY, IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x80, 0x40, 0x08
 RESTART_ONLY = ("control_socket", "metrics_listen", "log_format", "log_level")  # [global] keys a reload cannot change
+COARSE_S = 0.05  # the grid a backup's far-off Master_Down_Timer is checked on (see _schedule)
+MAX_HEARD = 4096  # distinct accepted messages remembered (a LAN repeats a few per instance)
 WARN_INTERVAL_S = 60.0  # a repeated warning about what a peer sends is logged at most this often
 MAX_SETTLE_ROUNDS = 64  # a fixed point is reached in a few rounds; more means a bug in the coupling rules
 _HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress,
@@ -97,6 +99,7 @@ class Node:
         self._touched: dict[int, _Router] = {}
         self._status_dirty = False
         self._warned: dict[tuple[int, str], float] = {}
+        self._heard: dict[bytes, tuple] = {}  # payload -> (src, dst, ttl, ifname, family, router, advert, differ)
         self._links_up: dict[str, bool] = {}
         self._primaries: dict[tuple[str, str], Address | None] = {}  # per (interface, family), from _addrs
         self._vip_router: dict[tuple[str, Address], _Router] = {}
@@ -139,7 +142,14 @@ class Node:
 
     def receive(self, ifname: str, family: str, payload: bytes, src: Address, dst: Address, ttl: int,
                 now: float) -> list[Routed]:
-        """One received message: decoded, routed by VRID, checked against its instance, counted, then believed."""
+        """One received message: decoded, routed by VRID, checked against its instance, counted, then believed.
+
+        A master re-sends the same bytes every interval: a message accepted once is remembered by its bytes
+        (with the very address objects, TTL and link it came with), and its twin skips decoding and checks."""
+        heard = self._heard.get(payload)
+        if heard is not None and heard[0] is src and heard[1] is dst and heard[2] == ttl \
+                and heard[3] == ifname and heard[4] == family:
+            return self._believe(heard[5], heard[6], heard[7], src, now)
         routers = self._by_link.get((ifname, family), {})
         result = packet.decode(payload, src=src, dst=dst, ttl=ttl)
         if isinstance(result, packet.Drop):
@@ -152,7 +162,14 @@ class Node:
             self.global_stats.count_drop(packet.DropReason.VRID)
             return []
         if src == r.primary:
-            return []  # our own advert, looped back (unicast to ourselves)
+            if payload in (p for _, p in r.cache.adverts(r.fsm.effective_priority)):
+                return []  # our own advert, looped back (unicast to ourselves)
+            # Another host sends from our address (cloned VMs share a MAC and so an EUI-64 link-local; a
+            # duplicate IPv4 address): neither can tell the other's adverts from its own. Say so.
+            r.stats.duplicate_address += 1
+            self._warn(r, "duplicate_address", now, address=str(src),
+                       detail="another host sends VRRP from this node's own source address")
+            return self._finish(now)
         reason = check_advert(result, src, r.inst, r.vips)
         if reason is not None:
             r.stats.count_drop(reason)
@@ -160,8 +177,15 @@ class Node:
                 self._warn(r, "address_list_mismatch", now, src=str(src), action="dropped (VRRPv2, RFC 3768 7.1)",
                            theirs=sorted(map(str, result.addresses)), ours=sorted(map(str, r.vips)))
             return self._finish(now) if self._out else []
+        differ = result.version == 3 and addresses_differ(result, r.vips)
+        if len(self._heard) >= MAX_HEARD:
+            self._heard.clear()
+        self._heard[payload] = (src, dst, ttl, ifname, family, r, result, differ)
+        return self._believe(r, result, differ, src, now)
+
+    def _believe(self, r: _Router, result: packet.Advert, differ: bool, src: Address, now: float) -> list[Routed]:
         stats = r.stats
-        if result.version == 3 and addresses_differ(result, r.vips):
+        if differ:
             stats.address_list_errors += 1
             self._warn(r, "address_list_mismatch", now, src=str(src), action="accepted (RFC 5798 7.1)",
                        theirs=sorted(map(str, result.addresses)), ours=sorted(map(str, r.vips)))
@@ -169,18 +193,20 @@ class Node:
             self._warn(r, "owner_conflict", now, src=str(src), detail="both routers are configured as address "
                        "owner (priority 255); the lower primary address yields (RFC 9568 6.4.3)")
         stats.adverts_rx += 1
+        if r.fsm.state is State.MASTER and result.priority >= r.fsm.effective_priority:
+            stats.split_brain_seen += 1
         if result.priority == 0:
             stats.priority_zero_rx += 1
         if result.checksum_form is packet.ChecksumForm.MESSAGE and result.version == 3:
             stats.checksum_rfc9568_rx += 1
-        effects = r.fsm.handle(fsm.AdvertReceived(result, src), now)
+        effects = r.fsm.receive_advert(result, src, now) if r.fsm.state is not State.STOP else []
         if not effects and not self._out:
             # The common case, a backup hearing its master: nothing to do but keep the timer right (a
             # later deadline is found when the earlier entry comes due; an earlier one, Skew_Time after a
             # priority 0, is scheduled now).
             deadline = r.fsm.next_deadline()
             if deadline is not None and (r.scheduled is None or deadline < r.scheduled):
-                self._schedule(r, deadline)
+                self._schedule(r, deadline, now)
             return []
         self._apply(r, effects, now)
         return self._finish(now)
@@ -252,6 +278,12 @@ class Node:
                     self._open_socket(key)
         self._refresh_where(lambda r: r.inst.interface == event.ifname
                             or any(t.name == event.ifname for t in r.inst.track_interface), now)
+        if old is not None and old.index == event.index and old.mac != event.mac and event.index is not None:
+            # A new MAC on the same interface (a bond failing over with fail_over_mac, a replaced NIC): hosts
+            # still send to the old one. A master tells them at once, with frames built from the new MAC.
+            for r in self.routers.values():
+                if r.inst.interface == event.ifname and r.fsm.state is State.MASTER:
+                    self._announce(r, self._frames(r), max(1, r.inst.garp_repeat))
 
     def _address(self, event: AddressChanged, now: float) -> None:
         table = self._addrs.setdefault(event.ifname, {})
@@ -268,7 +300,7 @@ class Node:
                 r.installed.discard(event.address)
                 r.stats.vips_restored += 1
                 self._install(r, (event.address,), now)
-                self._emit(r, Announce(r.inst.interface, self._frames(r, {ip}), 1))
+                self._announce(r, self._frames(r, {ip}), 1)
                 self._emit(r, Log("warning", "vip_restored", {"instance": r.inst.name, "address": str(event.address)}))
         if ip in self._vip_ips:
             return  # a VIP is never a source address: no router's primary changes
@@ -337,6 +369,7 @@ class Node:
         """Bring the router in line with the facts: source address, FAULT reasons, effective priority."""
         primary = self._primary(r)
         if primary != r.primary:
+            self._heard = {}  # our own address changed: what was a peer's advert may now be our own
             r.primary = primary
             src = primary or _unspecified(r.inst.family)
             r.cache = AdvertCache(r.inst, src)
@@ -393,6 +426,7 @@ class Node:
 
     def _index_vips(self) -> None:
         """Which router each VIP belongs to, and which addresses are never a source (non-owner VIPs)."""
+        self._heard = {}  # what was accepted was accepted by the old configuration
         self._vip_router = {(r.inst.interface, ip): r for r in self.routers.values() for ip in r.vips}
         self._vip_ips = frozenset(ip for r in self.routers.values() if r.inst.priority != fsm.OWNER_PRIORITY
                                   for ip in r.vips)
@@ -480,7 +514,7 @@ class Node:
         self._install(r, added, now)
         self._uninstall(r, gone)
         if added:
-            self._emit(r, Announce(inst.interface, self._frames(r, {v.ip for v in added}), 1))
+            self._announce(r, self._frames(r, {v.ip for v in added}), 1)
         self._apply(r, [fsm.SendAdvert(r.fsm.effective_priority)], now)
 
     # -- sync groups -------------------------------------------------------------------------------------------
@@ -531,7 +565,13 @@ class Node:
     def _emit(self, r: _Router | None, effect: Effect) -> None:
         self._out.append(Routed(r.id if r is not None else None, effect))
 
-    def _schedule(self, r: _Router, deadline: float) -> None:
+    def _schedule(self, r: _Router, deadline: float, now: float) -> None:
+        """Put the router in the heap at `deadline`, or, for a backup whose Master_Down_Timer is still far off,
+        at the last COARSE_S boundary before it. A live master's adverts push that timer on and on: every
+        backup would otherwise wake the daemon once per Master_Down_Interval, each at its own moment; on the
+        grid they share their wake-ups, and the last check before the deadline is exact."""
+        if deadline - now > 2 * COARSE_S and r.fsm.state is State.BACKUP:
+            deadline = (deadline // COARSE_S) * COARSE_S
         r.scheduled = deadline
         heapq.heappush(self._heap, (deadline, next(self._seq), r.id))
 
@@ -548,7 +588,7 @@ class Node:
                     self._uninstall(r, list(r.installed))
                 case fsm.Announce(count=count):
                     if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
-                        self._emit(r, Announce(r.inst.interface, self._frames(r), count))
+                        self._announce(r, self._frames(r), count)
                 case fsm.StateChanged(old=old, new=new, reason=reason):
                     self._state_changed(r, old, new, reason, now)
 
@@ -561,6 +601,10 @@ class Node:
         if priority == 0:
             r.stats.priority_zero_tx += len(packets)
         self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, packets))
+
+    def _announce(self, r: _Router, frames: tuple[bytes, ...], repeat: int) -> None:
+        r.stats.announcements_tx += len(frames) * repeat
+        self._emit(r, Announce(r.inst.interface, frames, repeat))
 
     def _install(self, r: _Router, vips: Iterable[Interface], now: float) -> None:
         """Add what is not there yet; an address already present that we did not add is not ours to own."""
@@ -604,6 +648,8 @@ class Node:
         r.since = now
         if new is State.MASTER:
             r.stats.master_transitions += 1
+        elif old is State.MASTER:
+            r.stats.master_releases += 1
         if r.group is not None:
             self._dirty_groups.add(r.group)
             if old is State.MASTER and new is State.BACKUP and not reason.startswith("sync"):
@@ -637,7 +683,7 @@ class Node:
         for r in self._touched.values():
             deadline = r.fsm.next_deadline()
             if deadline is not None and (r.scheduled is None or deadline < r.scheduled):
-                self._schedule(r, deadline)
+                self._schedule(r, deadline, now)
         self._touched.clear()
         if self._status_dirty:
             self._status_dirty = False

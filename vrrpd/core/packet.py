@@ -260,6 +260,10 @@ def parse_ipv4(packet: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes] | D
         return Drop(DropReason.LENGTH, f"IHL {header_len} and total length {total_len} in {size} bytes")
     if packet[9] != VRRP_PROTO:
         return Drop(DropReason.TYPE, f"IP protocol {packet[9]}, not {VRRP_PROTO}")
-    src = IPv4Address(packet[12:16])
-    dst = IPv4Address(packet[16:20])
-    return src, dst, packet[8], bytes(packet[header_len:total_len])
+    return _v4(packet[12:16]), _v4(packet[16:20]), packet[8], bytes(packet[header_len:total_len])
+
+
+@functools.lru_cache(maxsize=1024)
+def _v4(packed: bytes) -> IPv4Address:
+    """An IPv4 address object per packed address: a LAN has few senders, made once each."""
+    return IPv4Address(packed)

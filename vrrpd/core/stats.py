@@ -10,6 +10,7 @@ from vrrpd.core.packet import DropReason
 @dataclass(slots=True)
 class Stats:
     master_transitions: int = 0
+    master_releases: int = 0  # transitions out of MASTER (keepalived: release_master)
     adverts_rx: int = 0
     adverts_tx: int = 0
     priority_zero_rx: int = 0
@@ -23,7 +24,10 @@ class Stats:
     address_list_errors: int = 0
     vrid_errors: int = 0
     adv_interval_errors: int = 0
-    auth_errors: int = 0
+    auth_errors: int = 0  # VRRPv2 authentication not accepted, in total (the three below say why)
+    auth_invalid: int = 0  # an unknown authentication type (keepalived: authentication_invalid)
+    auth_mismatch: int = 0  # a known type other than ours (keepalived: authentication_mismatch)
+    auth_failure: int = 0  # our type, but the password or the AH digest is wrong (keepalived: authentication_failure)
     peer_errors: int = 0
     # What the edges failed to do (logged too): a failure is counted and never stops the effects after it.
     send_errors: int = 0
@@ -31,6 +35,10 @@ class Stats:
     vip_remove_errors: int = 0
     announce_errors: int = 0
     vips_restored: int = 0  # VIPs someone else removed from under this master, put back
+    announcements_tx: int = 0  # gratuitous ARP / unsolicited NA frames handed to the socket
+    garp_delays: int = 0  # delayed second rounds of announcements (garp_master_delay) sent
+    duplicate_address: int = 0  # adverts from our own source address that are not ours
+    split_brain_seen: int = 0  # as master, heard another master of equal or higher priority
 
     def count_drop(self, reason: DropReason) -> None:
         name = reason.value

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from vrrpd.core.packet import MCAST_V4, MCAST_V6, REQUIRED_TTL, VRRP_PROTO, Drop, parse_ipv4
@@ -44,9 +44,22 @@ _IN_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst (source on se
 _IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """One received VRRP message (the bytes after the IP header) and the IP facts RFC 5798 7.1 checks."""
+_ADDRESSES: dict[bytes | str, Address] = {}  # a LAN has few senders: their address objects are made once
+
+
+def _address(raw: bytes | str) -> Address:
+    """The address of packed bytes, or of a socket-module string ("fe80::1%eth0": the zone is dropped)."""
+    found = _ADDRESSES.get(raw)
+    if found is None:
+        if len(_ADDRESSES) >= MAX_REMEMBERED:
+            _ADDRESSES.clear()
+        found = _ADDRESSES[raw] = IPv6Address(raw) if isinstance(raw, bytes) else ip_address(raw.split("%", 1)[0])
+    return found
+
+
+class Received(NamedTuple):
+    """One received VRRP message (the bytes after the IP header) and the IP facts RFC 5798 7.1 checks (a
+    tuple: a thousand are made a second on a busy backup)."""
 
     payload: bytes
     src: Address
@@ -65,6 +78,7 @@ class AdvertSocket:
         self.family = family
         self.ifindex = socket.if_nametoindex(ifname)
         self.malformed = 0  # IPv4 packets skipped because their IP header did not parse
+        self._ancillary: dict[tuple, tuple] = {}  # control-message bytes -> (hop limit, destination, ifindex)
         self._sent_to: dict[tuple[int, int], tuple] = {}  # (id(dst), id(src)) -> (dst, src, sendmsg arguments)
         af = socket.AF_INET if family == "ipv4" else socket.AF_INET6
         self._sock = socket.socket(af, socket.SOCK_RAW, VRRP_PROTO)
@@ -178,6 +192,20 @@ class AdvertSocket:
         return Received(payload, src, dst, ttl, ifindex)
 
     def _ipv6(self, data: bytes, ancillary, address) -> Received | None:
+        # The control messages of one stream of adverts are the same bytes every time: parsed once.
+        key = tuple([entry[2] for entry in ancillary])
+        facts = self._ancillary.get(key)
+        if facts is None:
+            facts = self._ancillary_facts(ancillary)
+            if len(self._ancillary) >= MAX_REMEMBERED:
+                self._ancillary.clear()
+            self._ancillary[key] = facts
+        hop_limit, dst, ifindex = facts
+        if dst is None or hop_limit < 0:
+            return None  # both were asked for; without them the RFC 5798 7.1 checks cannot be made
+        return Received(data, _address(address[0]), dst, hop_limit, ifindex)
+
+    def _ancillary_facts(self, ancillary) -> tuple[int, Address | None, int]:
         hop_limit, dst, ifindex = -1, None, self.ifindex
         for level, kind, value in ancillary:
             if level != socket.IPPROTO_IPV6:
@@ -186,11 +214,8 @@ class AdvertSocket:
                 hop_limit = struct.unpack_from("=i", value)[0]
             elif kind == socket.IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
                 packed, ifindex = _IN6_PKTINFO.unpack_from(value)
-                dst = IPv6Address(packed)
-        if dst is None or hop_limit < 0:
-            return None  # both were asked for; without them the RFC 5798 7.1 checks cannot be made
-        src = ip_address(address[0].split("%", 1)[0])  # link-local sources carry "%eth0"
-        return Received(bytes(data), src, dst, hop_limit, ifindex)
+                dst = _address(packed)
+        return hop_limit, dst, ifindex
 
     def close(self) -> None:
         self._sock.close()

@@ -260,17 +260,39 @@ def test_a_failed_send_is_counted_and_the_next_advert_still_goes():
 
 
 def test_the_timer_heap_keeps_exact_deadlines_for_many_routers():
+    """40 routers with 40 different intervals: each takes over at exactly its own Master_Down_Interval (the
+    coarse grid a far-off backup timer is checked on never delays a takeover), then advertises on time."""
     lan = Lan()
     text = "".join(instance(f"VI_{i}", i, 150, (f"192.0.2.{100 + i}/24",), interval=1.0 + i / 100)
                    for i in range(1, 41))
     a = Host(lan, "a", config(text))
     a.start()
-    assert a.node.next_deadline() == pytest.approx(master_down_interval_cs(150, 101) / 100)
-    lan.run_until(10.0)
-    assert all(r.fsm.state is State.MASTER for r in a.node.routers.values())
     lan.run_until(20.0)
-    sent = [t for t, tx in a.sent if tx.packets and tx.src == ip_address("192.0.2.1")]
-    assert len(sent) > 40 * 9
+    first = {}
+    for t, tx in a.sent:
+        vrid = tx.packets[0][1][1]
+        first.setdefault(vrid, t)
+    assert first == {i: pytest.approx(master_down_interval_cs(150, 100 + i) / 100, abs=1e-9) for i in range(1, 41)}
+    assert all(r.fsm.state is State.MASTER for r in a.node.routers.values())
+    assert len(a.sent) > 40 * 9
+
+
+def test_a_backup_hearing_its_master_wakes_on_the_coarse_grid_only():
+    lan, a, b = pair(interval=0.1)
+    a.start(), b.start()
+    lan.run_until(5.0)
+    wakeups = []
+    real = b.node.handle_timer
+
+    def counting(now):
+        wakeups.append(now)
+        return real(now)
+
+    b.node.handle_timer = counting
+    lan.run_until(15.0)
+    assert b.state() is State.BACKUP
+    assert len(wakeups) <= 10 / 0.05 / 2 + 1, len(wakeups)  # at most one a grid step, here every other one
+    assert all(abs(t / 0.05 - round(t / 0.05)) < 1e-6 for t in wakeups)
 
 
 def test_a_takeover_advertises_then_takes_the_addresses_then_announces_then_notifies():
@@ -368,3 +390,30 @@ def test_preempt_delay_after_a_track_script_dip_and_recovery():
     assert a.state() is State.MASTER
     took_over = [t for t, e in a.sent if e.packets and t >= 20.0]
     assert took_over and 25.0 <= took_over[0] <= 25.0 + MDI_150
+
+
+def test_a_new_mac_is_announced_at_once_by_a_master_with_frames_of_the_new_mac():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150, vips=("192.0.2.100/24", "2001:db8::100/64")
+                                       [:1])))
+    a.start()
+    lan.run_until(MDI_150)
+    effects = a.feed(n.LinkChanged("eth0", 2, True, "02:00:00:00:aa:bb"))
+    [announce] = [e for _, e in effects if isinstance(e, n.Announce)]
+    assert announce.frames[0][6:12] == bytes.fromhex("020000 00aabb".replace(" ", ""))  # the Ethernet source
+    assert announce.repeat == 5
+
+
+def test_an_advert_from_our_own_address_that_we_did_not_send_is_a_duplicate_address():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150)), "192.0.2.1/24")
+    a.start()
+    lan.run_until(MDI_150)
+    r = a.node.router("VI_1")
+    ours = r.cache.adverts(150)[0][1]
+    src, dst = ip_address("192.0.2.1"), ip_address("224.0.0.18")
+    assert a.node.receive("eth0", "ipv4", ours, src, dst, 255, 5.0) == []  # looped back: ours, ignored
+    clone = encode(Advert(3, 51, 100, 100, (ip_address("192.0.2.100"),)), src=src, dst=dst)
+    effects = a.node.receive("eth0", "ipv4", clone, src, dst, 255, 5.1)
+    assert r.stats.duplicate_address == 1
+    assert [e.effect.event for e in effects if isinstance(e.effect, n.Log)] == ["duplicate_address"]
