@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBS := keepalived tshark iproute2 nftables postgresql procps curl systemd man-db bash-completion \
-        debootstrap systemd-container
+        debootstrap systemd-container lintian
 STAMP := $(VENV)/.installed
 
 .PHONY: test unit lab lint demo bench chaos deps venv postgres deb rootfs clean

@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.netns import Host, Lab
+from labkit.pair import NODES, VI, sample
 from labkit.pg_host import LabPostgres
 from labkit.systemd_host import SystemdHost, wait_explained
 from vrrpd.core.fsm import master_down_interval_cs, skew_time_cs
 
-REPO = Path(__file__).resolve().parents[1]
 HOSTS = ["node-a", "node-b", "client", "db"]
-NODES = ("a", "b")
-VI = {"a": "VI_A", "b": "VI_B"}  # the instance each node is master of
 UNITS = ("vrrpd.service", "csserver.service")
 DEBS_INSIDE = "/root/debs"
 INSTALL_TIMEOUT_S = 180
-
-
-def sample(name: str) -> dict:
-    with open(REPO / "conf" / name, "rb") as fh:
-        return tomllib.load(fh)
 
 
 def other(node: str) -> str:

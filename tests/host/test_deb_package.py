@@ -15,7 +15,7 @@ import pytest
 
 import csserver
 import vrrpd
-from tests.support import REPO, built_debs
+from tests.support import REPO, built_debs, require_program
 
 # The Debian package of each third-party module the daemons may import.
 DEBIAN_PACKAGE = {"structlog": "python3-structlog", "aiohttp": "python3-aiohttp", "yarl": "python3-yarl",
@@ -107,3 +107,12 @@ def test_the_command_runs_from_the_packages_private_module_directory(tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "ok (2 instances" in proc.stdout
+
+
+def test_lintian_finds_no_error_or_warning():
+    """Debian's own package checker (its informational notes, such as no SysV init script, are not asked)."""
+    require_program("lintian")
+    proc = subprocess.run(["lintian", "--fail-on", "none", "--tag-display-limit", "0", *map(str, built_debs())],
+                          capture_output=True, text=True, timeout=300)
+    findings = [line for line in proc.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert proc.returncode == 0 and findings == [], proc.stdout + proc.stderr
