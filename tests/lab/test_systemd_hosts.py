@@ -303,13 +303,18 @@ def test_a_client_loses_no_acknowledged_write_when_a_host_powers_off(pair):
 
 def test_remove_stops_the_services_and_purge_removes_their_state(installed):
     host = installed.nodes["b"]
+    # The sample as shipped keeps its store in SQLite under /var/lib/csserver: state the unit's user writes.
+    host.run(["cp", "/usr/share/doc/csserver/examples/csserver-b.toml", "/etc/csserver/csserver.toml"])
+    host.systemctl("restart", "csserver")
+    store = "/var/lib/csserver/contexts.db"
+    assert host.run(["stat", "-c", "%U", store]).stdout.strip() == "csserver"
     host.run(["apt-get", "remove", "-y", "vrrpd", "csserver"], timeout=120)
     for unit in UNITS:
         assert host.show(unit, "ActiveState")["ActiveState"] == "inactive"
     assert host.run(["pgrep", "-f", "/usr/bin/(vrrpd|csserver) run"], check=False).returncode == 1
     assert installed.holders(installed.vip("b")) == []  # vrrpd released its VIP as it stopped
     host.run(["test", "-f", "/etc/vrrpd/vrrpd.toml"])  # remove keeps the configs...
-    host.run(["test", "-d", "/var/lib/csserver"])  # ... and the state
+    host.run(["test", "-f", store])  # ... and the state
     host.run(["apt-get", "purge", "-y", "vrrpd", "csserver"], timeout=120)
     left = host.run(["ls", "-d", "/etc/vrrpd", "/etc/csserver", "/var/lib/csserver", "/usr/bin/vrrpd",
                      "/etc/systemd/system/multi-user.target.wants/vrrpd.service"], check=False)
