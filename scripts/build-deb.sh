@@ -25,7 +25,9 @@ fi
 
 cd "$repo"
 # Tracked and new files, never ignored ones (__pycache__, .venv): the same set on a fresh clone.
-files=$(git ls-files -co --exclude-standard -- "${inputs[@]}" | LC_ALL=C sort)
+# (A tracked file deleted in the working tree is left out, as the build would not see it either.)
+files=$(git ls-files -co --exclude-standard -- "${inputs[@]}" | while IFS= read -r f; do [ -e "$f" ] && echo "$f"; done |
+  LC_ALL=C sort)
 hash=$( (echo "$files"; echo "$files" | tr '\n' '\0' | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)
 version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 debs=("$out/vrrpd_${version}_all.deb" "$out/csserver_${version}_all.deb")
