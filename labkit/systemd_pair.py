@@ -49,7 +49,7 @@ class InstalledPair:
             pair.after_install[node] = {unit: pair.unit_state(node, unit) for unit in UNITS}
         for node in NODES:
             pair.configure(node)
-        for node in NODES:  # csserver first, so that vrrpd's health check passes from the start
+        for node in NODES:  # one transaction: systemd orders the two (csserver.service is After=vrrpd.service)
             pair.nodes[node].systemctl("restart", "csserver", "vrrpd")
         pair.wait_steady()
         return pair
