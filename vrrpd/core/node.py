@@ -656,6 +656,13 @@ class Node:
                 self._yielded.add(r.group)
         priority = r.fsm.effective_priority
         self._emit(r, StateChanged(r.inst.name, r.inst.vrid, r.inst.family, old, new, reason, priority))
+        if old is State.MASTER and reason == "higher_priority_master":
+            # Another master on this link: a split brain has just healed, and hosts may have followed the
+            # other node's announcements for the VIPs this node still holds too (a dual-master pair after a
+            # partition). They hear from us again now, not when their neighbour entries expire.
+            for other in self._by_link.get(r.key, {}).values():
+                if other is not r and other.fsm.state is State.MASTER:
+                    self._announce(other, self._frames(other), max(1, other.inst.garp_repeat))
         jobs = jobs_for(r.inst, new, priority)
         if jobs:
             self._emit(r, Notify(jobs))
