@@ -1,0 +1,120 @@
+"""The SQLite store's own machinery: WAL with full sync, group commit, and reads beside the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from csserver.store import sqlite as sqlite_store
+from csserver.store.base import Fence, StaleEpoch, StoreUnavailable
+from csserver.store.sqlite import SqliteStore
+from tests.support import run
+
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def test_sqlite_uses_wal_with_full_sync(tmp_path):
+    async def body():
+        store = SqliteStore(str(tmp_path / "c.db"))
+        await store.open()
+        await store.close()
+
+    run(body())
+    conn = sqlite3.connect(tmp_path / "c.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
+    conn.close()
+    store = SqliteStore(str(tmp_path / "c.db"))
+
+    async def sync_level():
+        await store.open()
+        level = await store._writer.call(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+        await store.close()
+        return level
+
+    assert run(sync_level()) == 2  # FULL
+
+
+def test_writes_that_arrive_together_share_one_commit_and_a_refused_one_fails_alone(tmp_path):
+    async def body():
+        store = SqliteStore(str(tmp_path / "c.db"))
+        await store.open()
+        ctx = await store.create_context("cs-a", "cs-b", "cs-a", {}, T0)
+        adopted = await store.adopt(ctx.id, "cs-b", "cs-a", 1, T0)
+        before = store.batches
+        good = [store.put_value(Fence(ctx.id, "cs-b", adopted.epoch), f"k{n}", str(n), T0) for n in range(30)]
+        stale = store.put_value(Fence(ctx.id, "cs-a", 1), "stale", "0", T0)  # A's old epoch, in the same group
+        results = await asyncio.gather(*good, stale, return_exceptions=True)
+        assert isinstance(results[-1], StaleEpoch)
+        assert [r.version for r in results[:-1]] == [1] * 30
+        assert store.batches - before <= 3  # 31 writes, a few commits (not 31 fsyncs)
+        assert {v.key for v in await store.list_values(ctx.id)} == {f"k{n}" for n in range(30)}
+        await store.close()
+
+    run(body())
+
+
+def test_a_failed_commit_answers_every_write_of_its_group_and_applies_none(tmp_path, monkeypatch):
+    async def body():
+        store = SqliteStore(str(tmp_path / "c.db"))
+        await store.open()
+        ctx = await store.create_context("cs-a", "cs-b", "cs-a", {}, T0)
+        real = sqlite_store._commit_group
+
+        def failing_commit(conn, scripts):
+            class NoCommit:
+                in_transaction = property(lambda self: conn.in_transaction)
+
+                def execute(self, statement, *args):
+                    if statement == "COMMIT":
+                        raise sqlite3.OperationalError("disk I/O error (simulated)")
+                    return conn.execute(statement, *args)
+
+            return real(NoCommit(), scripts)
+
+        monkeypatch.setattr(sqlite_store, "_commit_group", failing_commit)
+        results = await asyncio.gather(*(store.put_value(Fence(ctx.id, "cs-a", 1), f"k{n}", "1", T0)
+                                         for n in range(5)), return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        monkeypatch.setattr(sqlite_store, "_commit_group", real)
+        assert await store.list_values(ctx.id) == []  # none of them was applied
+        assert (await store.put_value(Fence(ctx.id, "cs-a", 1), "k0", "1", T0)).version == 1
+        await store.close()
+
+    run(body())
+
+
+def test_reads_and_health_do_not_wait_behind_a_slow_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "WRITER_STUCK_S", 0.3)
+
+    async def body():
+        store = SqliteStore(str(tmp_path / "c.db"))
+        await store.open()
+        ctx = await store.create_context("cs-a", "cs-b", "cs-a", {}, T0)
+        await store.put_value(Fence(ctx.id, "cs-a", 1), "k", '"before"', T0)
+        release = threading.Event()
+        real = sqlite_store._commit_group
+
+        def slow_commit(conn, scripts):
+            release.wait(10)  # an fsync on a disk that hangs
+            return real(conn, scripts)
+
+        monkeypatch.setattr(sqlite_store, "_commit_group", slow_commit)
+        write = asyncio.ensure_future(store.put_value(Fence(ctx.id, "cs-a", 1), "k", '"after"', T0))
+        await asyncio.sleep(0.05)
+        assert not write.done()
+        value = await asyncio.wait_for(store.get_value(ctx.id, "k"), 1.0)  # served beside the writer
+        assert value.value == "before"  # the last commit: the pending write is not visible yet
+        await asyncio.wait_for(store.ping(), 1.0)
+        await asyncio.sleep(0.35)
+        with pytest.raises(StoreUnavailable, match="commit has been under way"):
+            await store.ping()  # a writer stuck that long fails /healthz
+        release.set()
+        assert (await write).version == 2
+        await store.ping()
+        await store.close()
+
+    run(body())
