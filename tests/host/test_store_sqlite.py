@@ -62,26 +62,41 @@ def test_a_failed_commit_answers_every_write_of_its_group_and_applies_none(tmp_p
         store = SqliteStore(str(tmp_path / "c.db"))
         await store.open()
         ctx = await store.create_context("cs-a", "cs-b", "cs-a", {}, T0)
-        real = sqlite_store._commit_group
+        real = sqlite_store._commit
 
-        def failing_commit(conn, scripts):
-            class NoCommit:
-                in_transaction = property(lambda self: conn.in_transaction)
+        def failing_commit(conn):
+            conn.execute("ROLLBACK")  # as SQLite does when the disk fails under the COMMIT
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
 
-                def execute(self, statement, *args):
-                    if statement == "COMMIT":
-                        raise sqlite3.OperationalError("disk I/O error (simulated)")
-                    return conn.execute(statement, *args)
-
-            return real(NoCommit(), scripts)
-
-        monkeypatch.setattr(sqlite_store, "_commit_group", failing_commit)
+        monkeypatch.setattr(sqlite_store, "_commit", failing_commit)
         results = await asyncio.gather(*(store.put_value(Fence(ctx.id, "cs-a", 1), f"k{n}", "1", T0)
                                          for n in range(5)), return_exceptions=True)
         assert all(isinstance(r, StoreUnavailable) for r in results), results
-        monkeypatch.setattr(sqlite_store, "_commit_group", real)
+        monkeypatch.setattr(sqlite_store, "_commit", real)
         assert await store.list_values(ctx.id) == []  # none of them was applied
         assert (await store.put_value(Fence(ctx.id, "cs-a", 1), "k0", "1", T0)).version == 1
+        await store.close()
+
+    run(body())
+
+
+def test_a_write_lock_held_by_another_process_is_waited_for_off_the_event_loop(tmp_path):
+    async def body():
+        store = SqliteStore(str(tmp_path / "c.db"))
+        await store.open()
+        ctx = await store.create_context("cs-a", "cs-b", "cs-a", {}, T0)
+        other = sqlite3.connect(tmp_path / "c.db", isolation_level=None)  # a second csserver on this host
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store.put_value(Fence(ctx.id, "cs-a", 1), "k", "1", T0))
+        ticks = 0
+        for _ in range(20):  # the event loop keeps running meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not write.done() and ticks == 20
+        assert await store.get_value(ctx.id, "k") is None  # reads go on too
+        other.execute("ROLLBACK")
+        assert (await asyncio.wait_for(write, 5)).version == 1
+        other.close()
         await store.close()
 
     run(body())
@@ -96,13 +111,13 @@ def test_reads_and_health_do_not_wait_behind_a_slow_commit(tmp_path, monkeypatch
         ctx = await store.create_context("cs-a", "cs-b", "cs-a", {}, T0)
         await store.put_value(Fence(ctx.id, "cs-a", 1), "k", '"before"', T0)
         release = threading.Event()
-        real = sqlite_store._commit_group
+        real = sqlite_store._commit
 
-        def slow_commit(conn, scripts):
+        def slow_commit(conn):
             release.wait(10)  # an fsync on a disk that hangs
-            return real(conn, scripts)
+            return real(conn)
 
-        monkeypatch.setattr(sqlite_store, "_commit_group", slow_commit)
+        monkeypatch.setattr(sqlite_store, "_commit", slow_commit)
         write = asyncio.ensure_future(store.put_value(Fence(ctx.id, "cs-a", 1), "k", '"after"', T0))
         await asyncio.sleep(0.05)
         assert not write.done()
