@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_ALIAS_LENGTH = 64
 MAX_ID = 2**63 - 1
@@ -73,6 +74,11 @@ def decode(text: object) -> Haid:
     """The (primary, backup, id) that `text` names; MalformedHaid when it is not exactly a HAID."""
     if not isinstance(text, str):
         raise MalformedHaid(f"a HAID is a string, not {type(text).__name__}")
+    return _decode(text)
+
+
+@lru_cache(maxsize=4096)  # every request decodes its HAID, and a client sends one HAID many times
+def _decode(text: str) -> Haid:
     head = _HEAD.match(text)
     if head is None:
         raise MalformedHaid("must start with <len(primary)>-<len(backup)>-- (lengths 1..64, no leading zero)")
