@@ -83,7 +83,7 @@ class _Refused(StoreError):
 class PostgresStore(sql.SqlStore):
     dialect = sql.POSTGRES
 
-    def __init__(self, url: str, pool_size: int = 8, connect_timeout_s: float = 2.0, acquire_timeout_s: float = 3.0,
+    def __init__(self, url: str, pool_size: int = 16, connect_timeout_s: float = 2.0, acquire_timeout_s: float = 3.0,
                  operation_timeout_s: float = 2.0):
         self.url = url
         self.pool_size = pool_size
