@@ -11,6 +11,9 @@ from daemonkit.promtext import Family, render
 # Store operations take well under a millisecond (SQLite, a cached page) to tens of milliseconds (an fsync,
 # a PostgreSQL round trip under load); the buckets span that.
 STORE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# The method label takes these; anything else is "other", so a client cannot grow the series without bound
+# (aiohttp's C parser refuses unknown methods, its pure-Python parser does not).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
 
 class Metrics:
@@ -28,7 +31,7 @@ class Metrics:
         self._store_errors: dict[str, int] = defaultdict(int)
 
     def request(self, route: str, method: str, status: int) -> None:
-        self.requests[(route, method, str(status))] += 1
+        self.requests[(route, method if method in METHODS else "other", str(status))] += 1
 
     def store_call(self, operation: str, seconds: float, failed: bool) -> None:
         buckets = self._store_buckets.setdefault(operation, [0] * (len(STORE_BUCKETS_S) + 1))

@@ -163,19 +163,24 @@ async def _ask_partners(service: ContextService, token: str | None) -> None:
 
 
 async def _expire_idempotency(service: ContextService) -> None:
-    """Every EXPIRY_INTERVAL_S: forget records older than the TTL, then those beyond the count bound, each in
-    small batches (one short transaction each), and count what is left for /metrics."""
-    store = service.store
     while True:
         try:
-            forgotten = await _in_batches(lambda: store.expire_idempotency(utcnow() - IDEMPOTENCY_TTL, EXPIRY_BATCH))
-            forgotten += await _in_batches(lambda: store.trim_idempotency(IDEMPOTENCY_MAX_RECORDS, EXPIRY_BATCH))
-            service.metrics.idempotency_records = await store.idempotency_records()
-            if forgotten:
-                log.debug("idempotency_expired", records=forgotten, left=service.metrics.idempotency_records)
+            await expire_idempotency_once(service)
         except StoreError as exc:
             log.warning("idempotency_expiry_failed", error=str(exc))
         await asyncio.sleep(EXPIRY_INTERVAL_S)
+
+
+async def expire_idempotency_once(service: ContextService) -> int:
+    """One pass, every EXPIRY_INTERVAL_S: forget records older than the TTL, then those beyond the count
+    bound, each in small batches (one short transaction each), and count what is left for /metrics."""
+    store = service.store
+    forgotten = await _in_batches(lambda: store.expire_idempotency(utcnow() - IDEMPOTENCY_TTL, EXPIRY_BATCH))
+    forgotten += await _in_batches(lambda: store.trim_idempotency(IDEMPOTENCY_MAX_RECORDS, EXPIRY_BATCH))
+    service.metrics.idempotency_records = await store.idempotency_records()
+    if forgotten:
+        log.debug("idempotency_expired", records=forgotten, left=service.metrics.idempotency_records)
+    return forgotten
 
 
 async def _in_batches(batch) -> int:

@@ -73,6 +73,7 @@ class ContextService:
         self.sharing = Sharing(self.me, config.cluster.partners(self.me), store.store_id)
         self.metrics.sharing = self.sharing.state
         self._held: dict[Haid, int] = {}
+        self._vips = frozenset(config.cluster.aliases.values())
         self._loading: dict[Haid, asyncio.Task] = {}
         self._generation = 0
         local.add_listener(self._addresses_changed)
@@ -80,8 +81,11 @@ class ContextService:
     # ---- who serves, and with which epoch ---------------------------------------------------------
 
     def _addresses_changed(self, added: frozenset, removed: frozenset) -> None:
-        self._held.clear()
-        self._generation += 1
+        """A VIP came or went: forget every held epoch. Other addresses (DHCP, IPv6 temporary addresses,
+        containers) change nothing about who serves."""
+        if (added | removed) & self._vips:
+            self._held.clear()
+            self._generation += 1
 
     def held_epoch(self, haid: Haid) -> int | None:
         return self._held.get(haid)

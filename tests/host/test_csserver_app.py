@@ -511,3 +511,39 @@ def test_metrics_show_the_idempotency_table_and_the_partner_sharing(make_store):
             assert 'csserver_store_shared{partner="cs-b"} 0' in text  # cs-b never seen yet
 
     run(body())
+
+
+def test_only_a_vip_coming_or_going_forgets_the_held_epochs(make_store):
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haid = await a.create()
+            await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1)
+            a.local.set([VIP_A, "198.51.100.7"])  # DHCP, a container, an IPv6 temporary address...
+            assert a.service.held_epoch(decode(haid)) == 1
+            a.local.set([])  # VIP-A left
+            assert a.service.held_epoch(decode(haid)) is None
+
+    run(body())
+
+
+def test_idempotency_housekeeping_runs_in_batches_and_fills_the_gauge(make_store, monkeypatch):
+    from datetime import timedelta
+
+    from csserver import server
+
+    monkeypatch.setattr(server, "EXPIRY_BATCH", 2)
+    monkeypatch.setattr(server, "IDEMPOTENCY_MAX_RECORDS", 3)
+
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haid = await a.create()
+            for n in range(7):
+                await a.call("PUT", f"/v1/contexts/{haid}/values/k{n}", n, headers={"Idempotency-Key": f"w{n}"})
+            monkeypatch.setattr(server, "IDEMPOTENCY_TTL", timedelta(days=1))  # none old enough yet
+            assert await server.expire_idempotency_once(a.service) == 4  # the count bound: 7 -> 3, 2 a time
+            assert a.service.metrics.idempotency_records == 3
+            monkeypatch.setattr(server, "IDEMPOTENCY_TTL", timedelta(0))  # now every record is too old
+            assert await server.expire_idempotency_once(a.service) == 3
+            assert "csserver_idempotency_records 0" in (await a.call("GET", "/metrics"))[1]
+
+    run(body())
