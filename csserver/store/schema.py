@@ -80,19 +80,22 @@ _PG_HELPERS = (
     END $$""",
 )
 
+def _pg_write(name: str, params: str, body: str, fenced: bool = True, declare: str = "") -> str:
+    """A write function: the Idempotency-Key claimed first (a retry gets what its first use recorded), the
+    fence checked next when the write is `fenced`, then `body`, which writes and returns the JSON answer."""
+    fence = "        PERFORM csserver_fence(p_id, p_owner, p_epoch, p_now);\n" if fenced else ""
+    return (f"CREATE FUNCTION csserver_{name}({params}, p_now timestamptz, p_idem text, p_fingerprint text)\n"
+            f"    RETURNS json LANGUAGE plpgsql AS $$\n"
+            f"    DECLARE\n        replay json;\n{declare}"
+            f"    BEGIN\n"
+            f"        replay := csserver_claim(p_idem, p_fingerprint, p_now);\n"
+            f"        IF replay IS NOT NULL THEN\n            RETURN replay;\n        END IF;\n"
+            f"{fence}{body}"
+            f"    END $$")
+
+
 _PG_WRITES = (
-    """CREATE FUNCTION csserver_put_value(p_id bigint, p_owner text, p_epoch bigint, p_key text, p_value text,
-                                          p_now timestamptz, p_idem text, p_fingerprint text) RETURNS json
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        replay json;
-        new_version bigint;
-    BEGIN
-        replay := csserver_claim(p_idem, p_fingerprint, p_now);
-        IF replay IS NOT NULL THEN
-            RETURN replay;
-        END IF;
-        PERFORM csserver_fence(p_id, p_owner, p_epoch, p_now);
+    _pg_write("put_value", "p_id bigint, p_owner text, p_epoch bigint, p_key text, p_value text", """\
         INSERT INTO context_values AS v (context_id, key, value, version, updated)
             VALUES (p_id, p_key, p_value, 1, p_now)
             ON CONFLICT (context_id, key) DO UPDATE
@@ -100,52 +103,22 @@ _PG_WRITES = (
             RETURNING v.version INTO new_version;
         UPDATE idempotency SET status = 200, version = new_version WHERE key = p_idem;
         RETURN json_build_object('version', new_version);
-    END $$""",
-    """CREATE FUNCTION csserver_delete_value(p_id bigint, p_owner text, p_epoch bigint, p_key text,
-                                             p_now timestamptz, p_idem text, p_fingerprint text) RETURNS json
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        replay json;
-    BEGIN
-        replay := csserver_claim(p_idem, p_fingerprint, p_now);
-        IF replay IS NOT NULL THEN
-            RETURN replay;
-        END IF;
-        PERFORM csserver_fence(p_id, p_owner, p_epoch, p_now);
+""", declare="        new_version bigint;\n"),
+    _pg_write("delete_value", "p_id bigint, p_owner text, p_epoch bigint, p_key text", """\
         DELETE FROM context_values AS v WHERE v.context_id = p_id AND v.key = p_key;
         IF NOT FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'CS409', MESSAGE = '{"not_found": "no such key"}';
         END IF;
         UPDATE idempotency SET status = 204 WHERE key = p_idem;
         RETURN '{}'::json;
-    END $$""",
-    """CREATE FUNCTION csserver_delete_context(p_id bigint, p_owner text, p_epoch bigint,
-                                               p_now timestamptz, p_idem text, p_fingerprint text) RETURNS json
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        replay json;
-    BEGIN
-        replay := csserver_claim(p_idem, p_fingerprint, p_now);
-        IF replay IS NOT NULL THEN
-            RETURN replay;
-        END IF;
-        PERFORM csserver_fence(p_id, p_owner, p_epoch, p_now);
+"""),
+    _pg_write("delete_context", "p_id bigint, p_owner text, p_epoch bigint", """\
         DELETE FROM context_values AS v WHERE v.context_id = p_id;
         DELETE FROM contexts AS c WHERE c.id = p_id;
         UPDATE idempotency SET status = 204 WHERE key = p_idem;
         RETURN '{}'::json;
-    END $$""",
-    """CREATE FUNCTION csserver_create_context(p_ids bigint[], p_primary text, p_backup text, p_owner text,
-                                               p_labels text, p_now timestamptz, p_idem text, p_fingerprint text)
-    RETURNS json LANGUAGE plpgsql AS $$
-    DECLARE
-        replay json;
-        candidate bigint;
-    BEGIN
-        replay := csserver_claim(p_idem, p_fingerprint, p_now);
-        IF replay IS NOT NULL THEN
-            RETURN replay;
-        END IF;
+"""),
+    _pg_write("create_context", "p_ids bigint[], p_primary text, p_backup text, p_owner text, p_labels text", """\
         FOREACH candidate IN ARRAY p_ids LOOP
             INSERT INTO contexts (id, primary_alias, backup_alias, owner, epoch, labels, created, updated)
                 VALUES (candidate, p_primary, p_backup, p_owner, 1, p_labels, p_now, p_now)
@@ -156,7 +129,7 @@ _PG_WRITES = (
             END IF;
         END LOOP;
         RAISE EXCEPTION USING ERRCODE = 'CS503', MESSAGE = 'every candidate context id was taken';
-    END $$""",
+""", fenced=False, declare="        candidate bigint;\n"),
 )
 
 MIGRATIONS: tuple[tuple[int, str, tuple[tuple[tuple[str, ...], str], ...]], ...] = (

@@ -80,8 +80,7 @@ class SqliteStore(sql.SqlStore):
 
     async def open(self) -> None:
         try:
-            # Busy timeout 0: BEGIN is tried in the event loop first and must never block it (see _commit_group).
-            self._writer = await Connection.open(self.path, 0.0, "csserver-sqlite-writer", writer=True)
+            self._writer = await Connection.open(self.path, self.busy_timeout_s, "csserver-sqlite-writer", writer=True)
             await self._open_schema(str(uuid.uuid4()))
             self._reader = await Connection.open(self.path, READER_BUSY_TIMEOUT_S, "csserver-sqlite-reader",
                                                  writer=False)
@@ -211,12 +210,15 @@ class Connection:
         conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
             if writer:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                mode = _wal(conn, busy_timeout_s)
                 if mode.lower() != "wal":
                     raise StoreUnavailable(f"{self.path}: cannot use WAL journaling (journal_mode is {mode})")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run beside it, never in a commit
+                # Set up (above) waiting like any client; from now on BEGIN is tried in the event loop
+                # first and must fail at once rather than block it (see _commit_group).
+                conn.execute("PRAGMA busy_timeout=0")
             else:
                 conn.execute("PRAGMA query_only=ON")
         except BaseException:
@@ -245,6 +247,19 @@ class Connection:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
+
+
+def _wal(conn: sqlite3.Connection, timeout_s: float) -> str:
+    """PRAGMA journal_mode=WAL, retried while another process holds a lock: SQLite answers "locked" at once
+    there, without waiting, as when two csservers of one host open a new file together."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _begin(conn: sqlite3.Connection) -> None:

@@ -24,25 +24,19 @@ from csserver.localaddrs import StaticAddresses
 from csserver.server import serve
 from csserver.service import ContextService, ServiceError
 from csserver.store.sqlite import SqliteStore
+from labkit.csserver_node import csserver_toml
 from tests.support import run
 
 VIP_A, VIP_B = "192.0.2.100", "192.0.2.101"
-CONFIG = """\
-[node]
-alias = "{alias}"
-listen = "{listen}"
-log_level = "error"
-[cluster]
-aliases = {{ "cs-a" = "{vip_a}", "cs-b" = "{vip_b}" }}
-backup  = {{ "cs-a" = "cs-b", "cs-b" = "cs-a" }}
-[store]
-url = "sqlite://{db}"
-"""
+BACKUP = {"cs-a": "cs-b", "cs-b": "cs-a"}
+
+
+def config_text(alias: str, db, vips=(VIP_A, VIP_B), listen: str = "127.0.0.1:9100") -> str:
+    return csserver_toml(alias, {"cs-a": vips[0], "cs-b": vips[1]}, BACKUP, f"sqlite://{db}", listen)
 
 
 def config_on(path: Path, alias: str, vips):
-    config = parse(CONFIG.format(alias=alias, listen="127.0.0.1:9100", vip_a=VIP_A, vip_b=VIP_B, db=path))
-    return config, StaticAddresses(vips)
+    return parse(config_text(alias, path)), StaticAddresses(vips)
 
 
 async def started(path: Path, alias: str, vips) -> ContextService:
@@ -119,7 +113,7 @@ def two_live_nodes(tmp_path: Path, db_a: Path, db_b: Path) -> Iterator[dict[str,
     stops, threads, results, urls = [], [], [], {}
     for alias, vip, db in (("cs-a", "127.0.0.1", db_a), ("cs-b", "127.0.0.2", db_b)):
         path = tmp_path / f"{alias}.toml"
-        path.write_text(CONFIG.format(alias=alias, listen=f"{vip}:{port}", vip_a="127.0.0.1", vip_b="127.0.0.2", db=db))
+        path.write_text(config_text(alias, db, ("127.0.0.1", "127.0.0.2"), f"{vip}:{port}"))
         config = load(str(path))
         loop_box: list = []
         stop = asyncio.Event()
@@ -194,11 +188,11 @@ def check(path: Path, capsys) -> tuple[int, str]:
 
 def test_check_warns_when_a_two_node_cluster_sits_on_a_host_local_sqlite_file(tmp_path, capsys):
     path = tmp_path / "cs.toml"
-    path.write_text(CONFIG.format(alias="cs-a", listen="0.0.0.0:9100", vip_a=VIP_A, vip_b=VIP_B,
-                                  db="/var/lib/csserver/contexts.db"))
+    path.write_text(config_text("cs-a", "/var/lib/csserver/contexts.db"))
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("url"))
     code, err = check(path, capsys)
     assert code == 0
-    assert err.startswith(f"{path}:9: store.url: warning: ") and "cs-b" in err and "PostgreSQL" in err
+    assert err.startswith(f"{path}:{line}: store.url: warning: ") and "cs-b" in err and "PostgreSQL" in err
     path.write_text(path.read_text().replace('url = "sqlite:///var/lib/csserver/contexts.db"',
                                              'url = "postgresql://csserver@db.example/csserver"'))
     assert check(path, capsys) == (0, "")

@@ -102,6 +102,24 @@ def test_a_write_lock_held_by_another_process_is_waited_for_off_the_event_loop(t
     run(body())
 
 
+def test_a_store_opens_while_another_process_holds_the_write_lock(tmp_path):
+    """Two csservers on one host start together on a new file (the demo): the one that comes second waits
+    for the other's lock (switching to WAL, migrating) instead of failing with "database is locked"."""
+    path = tmp_path / "c.db"
+
+    async def body():
+        other = sqlite3.connect(path, isolation_level=None)  # the other node got there first
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.3, other.execute, "ROLLBACK")
+        store = SqliteStore(str(path))
+        await asyncio.wait_for(store.open(), 5)
+        assert store.store_id and await store.schema_version() >= 2
+        other.close()
+        await store.close()
+
+    run(body())
+
+
 def test_reads_and_health_do_not_wait_behind_a_slow_commit(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite_store, "WRITER_STUCK_S", 0.3)
 
