@@ -33,6 +33,9 @@ HEARTBEAT_S = 2.0  # this node's row in the store's `nodes`, and a look at who e
 PARTNER_ASK_S = 2.0  # how often each partner is asked which store it uses
 PARTNER_TIMEOUT_S = 1.0
 SHUTDOWN_GRACE_S = 5.0  # requests in flight get this long to finish at SIGTERM
+# A key is up to 1024 characters, percent-encoded up to 12 bytes each in a URL, and a listing names two
+# (prefix, after): aiohttp's default request line of 8 KiB would refuse keys csserver accepts.
+MAX_REQUEST_LINE = 32 * 1024
 
 log = structlog.get_logger("csserver")
 
@@ -64,7 +67,8 @@ async def serve(config: Config, token: str | None = None, local: StaticAddresses
         except Exception as exc:  # ServiceError (store unavailable): the heartbeat task tries again
             log.warning("store_heartbeat_failed", error=str(exc))
         runner = web.AppRunner(create_app(service, token), access_log=None, handle_signals=False,
-                               shutdown_timeout=SHUTDOWN_GRACE_S, logger=http_logger())
+                               shutdown_timeout=SHUTDOWN_GRACE_S, logger=http_logger(),
+                               max_line_size=MAX_REQUEST_LINE)
         await runner.setup()
         site = web.TCPSite(runner, config.node.listen_host, config.node.listen_port, reuse_address=True)
         await site.start()

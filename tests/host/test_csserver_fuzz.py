@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 
 from csserver import openapi
 from csserver.haid import MalformedHaid, alias_problem, decode, encode
+from csserver.server import MAX_REQUEST_LINE
 
 from tests.host.csserver_live import MAX_BODY, Live, live_csserver, sequential_ids
 
@@ -255,7 +256,7 @@ def test_malformed_haids_are_400_and_foreign_ones_421(live, http, contexts, text
 
 GARBAGE = [
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 10000 + b"\r\n\r\n",  # a header over 8 KiB
-    b"GET /v1/contexts/" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line over 8 KiB
+    b"GET /v1/contexts/" + b"a" * MAX_REQUEST_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line too long
     b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
     b"PUT /v1/contexts/4-4--cs-acs-b1/values/k HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
     b"PUT /v1/contexts/4-4--cs-acs-b1/values/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -292,3 +293,16 @@ def test_a_client_that_hangs_up_mid_body_is_no_server_error(fresh):
     assert not [line for line in metrics if line.startswith("csserver_requests_total") and 'status="5' in line]
     assert [entry["event"] for entry in logs if entry["log_level"] in ("error", "critical")] == []
     assert fresh.rows() == before
+
+
+def test_the_longest_keys_fit_in_a_request_line(fresh):
+    """A key of 1024 characters of four UTF-8 bytes each is 12 KiB in a URL, twice that in a listing that
+    names it as prefix and as `after`: over aiohttp's default 8 KiB request line, which would refuse it."""
+    haid = requests.post(f"{fresh.url}/v1/contexts", timeout=10).json()["haid"]
+    key = "\U0001f4a9" * 1024
+    url = f"{fresh.url}/v1/contexts/{haid}/values"
+    assert requests.put(f"{url}/{quote(key, safe='')}", json=1, timeout=10).json()["version"] == 1
+    page = requests.get(url, params={"prefix": key[:-1], "limit": 1}, timeout=10).json()
+    assert [v["key"] for v in page["values"]] == [key] and page["next"] == key
+    assert requests.get(url, params={"prefix": key[:-1], "after": page["next"]}, timeout=10).json() == {
+        "values": [], "next": None}
