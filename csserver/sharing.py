@@ -113,8 +113,9 @@ class Sharing:
     def _announce(self) -> None:
         for partner in self.partners:
             verdict = self.verdict(partner)
-            if self._said.get(partner) == verdict:
-                continue
+            said = self._said.get(partner)
+            if said == verdict or (isinstance(said, Shared) and isinstance(verdict, Shared)):
+                continue  # said once: how it came to be known does not matter
             self._said[partner] = verdict
             if isinstance(verdict, Shared):
                 log.info("store_shared", partner=partner, store_id=self.store_id, how=verdict.how)

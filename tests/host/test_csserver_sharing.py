@@ -196,3 +196,18 @@ def test_check_warns_when_a_two_node_cluster_sits_on_a_host_local_sqlite_file(tm
     path.write_text(path.read_text().replace('url = "sqlite:///var/lib/csserver/contexts.db"',
                                              'url = "postgresql://csserver@db.example/csserver"'))
     assert check(path, capsys) == (0, "")
+
+
+def test_a_shared_store_is_said_once_however_it_came_to_be_known(tmp_path):
+    async def body():
+        a = await started(tmp_path / "one.db", "cs-a", [VIP_A])
+        with capture_logs() as logs:
+            a.sharing.heard("cs-b", a.store.store_id)  # asked over HTTP first
+            b = await started(tmp_path / "one.db", "cs-b", [VIP_B])
+            await a.beat("test-cs-a")  # then seen in the store as well
+        assert [(e["event"], e.get("how")) for e in logs if e["event"] == "store_shared" and e["partner"] == "cs-b"] \
+            == [("store_shared", "asked over HTTP")]
+        for service in (a, b):
+            await service.store.close()
+
+    run(body())
