@@ -205,7 +205,8 @@ class PostgresStore(sql.SqlStore):
         timeout = self.operation_timeout_s if timeout == -1.0 else timeout
         retry_safe = mode == sql.READ if retry_safe is None else retry_safe
         try:
-            conn = await asyncio.wait_for(slots.get(), self.acquire_timeout_s)
+            conn = slots.get_nowait() if not slots.empty() else await asyncio.wait_for(slots.get(),
+                                                                                        self.acquire_timeout_s)
         except asyncio.TimeoutError:
             raise StoreUnavailable("no PostgreSQL connection free in time") from None
         keep = None
@@ -260,17 +261,26 @@ class PostgresStore(sql.SqlStore):
 
     async def _bounded(self, conn: psycopg.AsyncConnection, script_factory: Callable[[], sql.Script[T]], mode: str,
                        timeout: float | None) -> T:
-        """One attempt; when the server does not answer within `timeout`, the connection is severed."""
-        attempt = asyncio.ensure_future(self._transaction(conn, script_factory, mode))
-        done, _ = await asyncio.wait({attempt}, timeout=timeout)
-        if done:
-            return attempt.result()
-        _sever(conn)
+        """One attempt; when the server does not answer within `timeout`, the connection is severed (a timer,
+        not a task per statement: this is on every request's path)."""
+        if timeout is None:
+            return await self._transaction(conn, script_factory, mode)
+        severed: list[bool] = []
+
+        def sever() -> None:
+            severed.append(True)
+            _sever(conn)
+
+        timer = asyncio.get_running_loop().call_later(timeout, sever)
         try:
-            await asyncio.wait_for(attempt, 1.0)
-        except BaseException:  # it fails now that its socket is shut: expected
-            pass
-        raise _Failed(TimeoutError(f"the server did not answer within {timeout:g} s"), ambiguous=True)
+            return await self._transaction(conn, script_factory, mode)
+        except _Failed as failure:
+            if severed:
+                raise _Failed(TimeoutError(f"the server did not answer within {timeout:g} s"),
+                              ambiguous=True) from failure.cause
+            raise
+        finally:
+            timer.cancel()
 
     async def _transaction(self, conn: psycopg.AsyncConnection, script_factory: Callable[[], sql.Script[T]],
                            mode: str) -> T:
