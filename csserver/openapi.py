@@ -114,10 +114,10 @@ _PATHS = {
                 "summary": "A page of the values whose key starts with `prefix`, in code point order of their keys",
                 "parameters": [
                     {"name": "prefix", "in": "query", "required": False,
-                     "schema": {"type": "string", "maxLength": 1024}},
+                     "schema": {**_TEXT, "maxLength": 1024}},
                     {"name": "after", "in": "query", "required": False,
                      "description": "Only keys after this one (the `next` of the page before)",
-                     "schema": {"type": "string", "maxLength": 1024}},
+                     "schema": {**_TEXT, "maxLength": 1024}},
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}}],
                 "responses": {"200": _json("The values", "Values"), **_errors("404", "421")}},

@@ -449,7 +449,7 @@ def test_values_are_listed_in_pages(make_store):
             await a.call("PUT", f"/v1/contexts/{haid}/values/other", 0)
             seen, after = [], None
             for _ in range(10):
-                query = f"prefix=job/&limit=3" + (f"&after={after}" if after else "")
+                query = "prefix=job/&limit=3" + (f"&after={after}" if after else "")
                 status, page = await a.call("GET", f"/v1/contexts/{haid}/values?{query}")
                 assert status == 200 and len(page["values"]) <= 3
                 seen += [v["key"] for v in page["values"]]

@@ -303,8 +303,11 @@ def test_a_client_loses_no_acknowledged_write_when_a_host_powers_off(pair):
 
 def test_remove_stops_the_services_and_purge_removes_their_state(installed):
     host = installed.nodes["b"]
-    # The sample as shipped keeps its store in SQLite under /var/lib/csserver: state the unit's user writes.
-    host.run(["cp", "/usr/share/doc/csserver/examples/csserver-b.toml", "/etc/csserver/csserver.toml"])
+    # A store in SQLite under /var/lib/csserver (the sample points at PostgreSQL): state the unit's user writes.
+    sample = host.run(["cat", "/usr/share/doc/csserver/examples/csserver-b.toml"]).stdout
+    text, count = re.subn(r'(?m)^url = ".*"$', 'url = "sqlite:///var/lib/csserver/contexts.db"', sample)
+    assert count == 1, "the csserver sample should set [store] url once"
+    host.write("/etc/csserver/csserver.toml", text)
     host.systemctl("restart", "csserver")
     store = "/var/lib/csserver/contexts.db"
     assert host.run(["stat", "-c", "%U", store]).stdout.strip() == "csserver"
