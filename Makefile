@@ -3,10 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := keepalived tshark iproute2 nftables postgresql procps curl systemd
+DEBS := keepalived tshark iproute2 nftables postgresql procps curl systemd man-db bash-completion \
+        debootstrap systemd-container lintian
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit lab lint demo bench chaos deps venv postgres clean
+.PHONY: test unit lab lint demo bench chaos deps venv postgres deb rootfs clean
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -28,7 +29,15 @@ venv: $(STAMP)
 postgres: deps
 	@scripts/test-postgres.sh start
 
-test: deps venv postgres
+# The Debian 12 packages (dist/vrrpd_*.deb, dist/csserver_*.deb), built with dpkg-dev and debhelper.
+deb:
+	@scripts/build-deb.sh
+
+# The lab's systemd hosts boot this debootstrap tree, cached under /var/cache/vrrpd-lab (built once per content).
+rootfs: deps venv deb
+	@$(PY) -m labkit.rootfs dist/vrrpd_*.deb dist/csserver_*.deb >/dev/null
+
+test: deps venv postgres deb rootfs
 	@set -a; . scripts/test-postgres.env; set +a; \
 	  $(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -38,7 +47,7 @@ unit: venv
 lint: venv
 	$(PY) -m ruff check vrrpd csserver daemonkit labkit bench tests
 
-lab: deps venv
+lab: deps venv deb rootfs
 	$(PY) -m pytest -q tests/lab $(PYTEST_ARGS)
 
 demo: deps venv
@@ -51,4 +60,4 @@ chaos: deps venv postgres
 	@set -a; . scripts/test-postgres.env; set +a; $(PY) -m labkit.chaos --full
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -5,13 +5,17 @@ The lab is tests/lab/pair.py's: the real vrrpd and csserver from the conf/ sampl
 file and once with PostgreSQL (scripts/test-postgres.sh; started here if it is not running). Measured:
 
 - GET and PUT of one value through VIP-A: requests/s and p50/p99 latency, N concurrent keep-alive
-  workers for a fixed time, after a warm-up.
+  workers for a fixed time, after a warm-up; the same load first on a bare aiohttp server at the same VIP
+  (bench/bare_server.py, no store), so csserver's throughput is a ratio measured in this very run.
 - Per failover trial (node-a crashed: link down, vrrpd and csserver SIGKILLed), against targets:
   the VIP's arrival on node-b (netlink, labkit.netns.AddressWatcher) to the first request served on one
   of node-a's now orphaned contexts (target under 20 ms), seen by a prober that opens a fresh connection
   every few ms; the client's longest gap between two acknowledged writes (tests/lab/writer.py, csserver's
   own client) against Master_Down_Interval + 50 ms; the service's gap as the prober sees it; and the
   failback's gap when node-a returns.
+- The store's own failover (labkit/store_failover.py): PostgreSQL primary and synchronous standby on two
+  more lab hosts, the primary stopped or frozen and the standby promoted under the writer: its longest
+  gap, against 5 s, and nothing acknowledged lost.
 
 The load generator and the prober that run inside the client namespace are bench/csserver_client.py.
 """
@@ -41,6 +45,10 @@ from labkit.vrrpd_node import REPO
 RESULTS = Path(__file__).parent / "results"
 ADOPTION_TARGET = 0.020  # seconds from the VIP's arrival to the first served request (issue 3)
 GAP_MARGIN = 0.050  # the client's gap may exceed Master_Down_Interval by this much (issue 3)
+# Issue 12: csserver / the bare handler at 16 clients, and PUT's p99; the store's failover gap.
+THROUGHPUT_TARGETS = {"put": 0.5, "get": 0.8}
+PUT_P99_TARGET_MS = 5.0
+STORE_FAILOVER_GAP_TARGET = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class Settings:
     warmup: float = 1.0  # seconds of load before each measurement
     concurrency: int = 16  # concurrent keep-alive workers, one context each
     stores: tuple[str, ...] = ("sqlite", "postgresql")
+    bare_port: int = 9200  # the bare aiohttp server beside csserver in node-a's namespace
+    store_failover: tuple[str, ...] = ("stop", "freeze")  # PostgreSQL failover runs (needs its binaries)
     attempt_timeout: float = 0.1  # the writer's per-attempt timeout (csserver.client attempt_timeout_s)
     writer_contexts: int = 2  # the writer's contexts per alias
     writer_pace: float = 0.01  # seconds between two writes of one context
@@ -122,16 +132,25 @@ class Tail:
 
 def throughput(pair, workdir: Path, settings: Settings) -> dict:
     out = workdir / "load.json"
-    proc = python_in_lab(pair.client, ["-m", "bench.csserver_client", "load", "--cluster", json.dumps(pair.cluster),
-                                       "--port", str(pair.port), "--via", "cs-a", "--concurrency",
-                                       str(settings.concurrency), "--duration", str(settings.duration),
-                                       "--warmup", str(settings.warmup)], out)
+    bare = python_in_lab(pair.host("a"), ["-m", "bench.bare_server", "--port", str(settings.bare_port)],
+                         workdir / "bare.log")
     try:
-        proc.wait(60 + 2 * (settings.duration + settings.warmup))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"the load generator did not finish:\n{Tail(out).text()}") from None
+        wait_until(lambda: f":{settings.bare_port} " in pair.host("a").run(["ss", "-Htln"]).stdout, 10, 0.05,
+                   message=f"the bare server did not listen:\n{(workdir / 'bare.log').read_text()[-2000:]}")
+        proc = python_in_lab(pair.client, ["-m", "bench.csserver_client", "load", "--cluster", json.dumps(pair.cluster),
+                                           "--port", str(pair.port), "--via", "cs-a", "--concurrency",
+                                           str(settings.concurrency), "--duration", str(settings.duration),
+                                           "--warmup", str(settings.warmup), "--bare-port", str(settings.bare_port)],
+                             out)
+        try:
+            proc.wait(60 + 4 * (settings.duration + settings.warmup))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"the load generator did not finish:\n{Tail(out).text()}") from None
+    finally:
+        bare.send_signal(signal.SIGTERM)
+        bare.wait(10)
     records = [r for r in Tail(out).read() if isinstance(r, dict)]
     if proc.returncode != 0 or not records:
         raise AssertionError(f"the load generator failed ({proc.returncode}):\n{Tail(out).text()}")
@@ -286,6 +305,30 @@ def failover_trials(pair, workdir: Path, settings: Settings, label: str, progres
     return result
 
 
+def store_failover_runs(settings: Settings, progress) -> dict:
+    """labkit/store_failover.py once per fault: the writer's longest gap and its losses."""
+    from labkit import store_failover
+
+    runs: dict = {}
+    for fault in settings.store_failover:
+        progress(f"csserver store failover: PostgreSQL primary {'stopped' if fault == 'stop' else 'frozen'}, "
+                 f"standby promoted")
+        try:
+            with store_failover.lab() as lab:
+                outcome = store_failover.run(lab, fault)
+        except (AssertionError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            progress(f"csserver store failover ({fault}): FAILED: {exc}")
+            runs[fault] = {"failed": str(exc)[-3000:]}
+            continue
+        s = outcome.summary
+        runs[fault] = {"max_gap": s["max_gap"], "max_call": s["max_call"], "acked": s["acked"], "lost": s["lost"],
+                       "gave_up": s["errors"], "stale_writes": len(outcome.stale_writes), "audited": outcome.audited,
+                       "promotion_s": outcome.promoted_at - outcome.fault_at}
+        progress(f"csserver store failover ({fault}): longest writer gap {s['max_gap']:.2f} s, acked {s['acked']}, "
+                 f"lost {s['lost']}, gave up {s['errors']}, stale-epoch writes {len(outcome.stale_writes)}")
+    return runs
+
+
 def fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
@@ -299,9 +342,12 @@ def store_bench(store: str, store_url: str | None, workdir: Path, settings: Sett
         progress(f"csserver {store}: GET/PUT through VIP-A, {settings.concurrency} workers, "
                  f"{settings.duration:g}s each")
         load = throughput(pair, workdir, settings)
-        result["throughput"] = load["phases"]
+        result["throughput"], result["bare"] = load["phases"], load.get("bare", {})
         for op, phase in load["phases"].items():
-            progress(f"csserver {store} {op.upper()}: {phase['per_second']:.0f}/s, p50 {phase['p50_ms']:.2f} ms, "
+            bare = result["bare"].get(op)
+            ratio = f", x{phase['per_second'] / bare['per_second']:.2f} of the bare handler's " \
+                    f"{bare['per_second']:.0f}/s" if bare and bare["per_second"] else ""
+            progress(f"csserver {store} {op.upper()}: {phase['per_second']:.0f}/s{ratio}, p50 {phase['p50_ms']:.2f} ms, "
                      f"p99 {phase['p99_ms']:.2f} ms, failures {phase['failures'] or 0}")
         progress(f"csserver {store}: {settings.trials} failover trials at advert_interval {settings.advert_interval}s")
         result["failover"] = failover_trials(pair, workdir, settings, store, progress)
@@ -332,6 +378,8 @@ def run(workdir: Path, progress, settings: Settings | None = None) -> dict:
             # One store's failure is a result too; the other store (and the rest of `make bench`) still runs.
             progress(f"csserver {store}: FAILED: {exc}")
             result["stores"][store] = {"store": store, "failed": str(exc)[-3000:]}
+    if settings.store_failover and "postgresql" in settings.stores:
+        result["store_failover"] = store_failover_runs(settings, progress)
     result["load_average_end"] = os.getloadavg()[0]  # other work on the machine shows in the figures
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "csserver.json").write_text(json.dumps(result, indent=2))
@@ -385,6 +433,14 @@ def summary_lines(result: dict) -> list[str]:
         for op, p in r["throughput"].items():
             lines.append(f"{name:>11} {op.upper():>4} {p['per_second']:>7.0f} {p['p50_ms']:>6.2f} ms {p['p99_ms']:>6.2f} ms "
                          f"{p['max_ms']:>6.1f} ms {sum(p['failures'].values()):>9}")
+        for op, p in r.get("bare", {}).items():
+            mine = r["throughput"][op]["per_second"]
+            target = THROUGHPUT_TARGETS.get(op)
+            lines.append(f"{'':>11} {op.upper():>4} bare aiohttp handler {p['per_second']:.0f}/s: csserver "
+                         f"x{mine / max(p['per_second'], 1e-9):.2f}" + (f" (target >= x{target})" if target else ""))
+        put = r["throughput"].get("put")
+        if put:
+            lines.append(f"{'':>11}  PUT p99 {put['p99_ms']:.2f} ms (target < {PUT_P99_TARGET_MS:g} ms)")
     if all("throughput" in stores.get(n, {}) for n in ("sqlite", "postgresql")):
         pg, lite = stores["postgresql"]["throughput"], stores["sqlite"]["throughput"]
         ratios = ", ".join(f"{op.upper()} {pg[op]['per_second'] / max(lite[op]['per_second'], 1e-9):.2f}" for op in lite)
@@ -394,6 +450,14 @@ def summary_lines(result: dict) -> list[str]:
         if r.get("failover", {}).get("failed"):
             lines.append(f"{name:>11}  failover trials stopped after {len(r['failover']['trials'])}: "
                          f"{r['failover']['failed'][:300]}")
+    for fault, run in result.get("store_failover", {}).items():
+        if "failed" in run:
+            lines.append(f"store failover ({fault}): FAILED: {run['failed'][:300]}")
+            continue
+        lines.append(f"store failover, PostgreSQL primary {'stopped' if fault == 'stop' else 'frozen'}: longest "
+                     f"writer gap {run['max_gap']:.2f} s (target < {STORE_FAILOVER_GAP_TARGET:g} s), acked "
+                     f"{run['acked']}, lost {run['lost']}, gave up {run['gave_up']}, stale-epoch writes "
+                     f"{run['stale_writes']} of {run['audited']} audited")
     done = {n: r["failover"] for n, r in stores.items() if r.get("failover", {}).get("trials")}
     if not done:
         return lines

@@ -4,8 +4,10 @@
     python -m bench.csserver_client probe --url http://192.0.2.100:9100/v1/contexts/HAID
 
 `load`: N keep-alive workers PUT then GET one value each through one VIP for a fixed time after a warm-up;
-one JSON object on stdout (requests/s, p50/p90/p99/max, failures). `probe`: a GET on a fresh connection
-every --interval, one JSON line each, to see the first request a new VIP holder serves.
+one JSON object on stdout (requests/s, p50/p90/p99/max, failures). With --bare-port, the same requests go
+first to the bare server there (bench/bare_server.py, same VIP), the yardstick of the same run. `probe`: a
+GET on a fresh connection every --interval, one JSON line each, to see the first request a new VIP holder
+serves.
 """
 
 from __future__ import annotations
@@ -79,9 +81,15 @@ async def load_main(args) -> int:
     base = f"http://{cluster[args.via]}:{args.port}"
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     timeout = aiohttp.ClientTimeout(total=10)
+    bare = {}
+    if args.bare_port:
+        bare_base = f"http://{cluster[args.via]}:{args.bare_port}"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency),
+                                         timeout=timeout) as session:
+            bare = {op: await load_phase(session, bare_base, haids, op, args.duration, args.warmup) for op in args.ops}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         phases = {op: await load_phase(session, base, haids, op, args.duration, args.warmup) for op in args.ops}
-    print(json.dumps({"via": args.via, "concurrency": args.concurrency, "phases": phases}), flush=True)
+    print(json.dumps({"via": args.via, "concurrency": args.concurrency, "phases": phases, "bare": bare}), flush=True)
     return 0
 
 
@@ -137,6 +145,7 @@ def client_main(argv: list[str]) -> int:
     load.add_argument("--duration", type=float, default=5.0)
     load.add_argument("--warmup", type=float, default=1.0)
     load.add_argument("--ops", nargs="+", default=["put", "get"], choices=["put", "get"])
+    load.add_argument("--bare-port", type=int, help="also load the bare server on this port of the same VIP")
     probe = sub.add_parser("probe", help="a GET on a fresh connection every --interval; one JSON line each")
     probe.add_argument("--url", required=True)
     probe.add_argument("--interval", type=float, default=0.002)

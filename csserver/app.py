@@ -21,15 +21,17 @@ import structlog
 from aiohttp import web
 
 from csserver import openapi
-from csserver.service import ContextService, ServiceError
-from csserver.store.base import Context, Idem, Value
+from csserver.service import MAX_LIST_LIMIT, ContextService, ServiceError
+from csserver.store.base import Context, Idem, Value, text_problem
 
 MAX_KEY_LENGTH = 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_JSON_DEPTH = 64
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before the answer
-SERVICE = web.AppKey("service", ContextService)
-TOKEN = web.AppKey("token", str)
+# Typed keys where aiohttp has them (3.9+); Debian 12's aiohttp 3.8, which the package runs on, takes the
+# plain strings that AppKey replaced.
+SERVICE = web.AppKey("service", ContextService) if hasattr(web, "AppKey") else "service"
+TOKEN = web.AppKey("token", str) if hasattr(web, "AppKey") else "token"
 _AIOHTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 log = structlog.get_logger("csserver")
@@ -48,6 +50,7 @@ def create_app(service: ContextService, token: str | None = None) -> web.Applica
     app.router.add_put(r"/v1/contexts/{haid}/values/{key:[\s\S]+}", put_value)
     app.router.add_get(r"/v1/contexts/{haid}/values/{key:[\s\S]+}", get_value)
     app.router.add_delete(r"/v1/contexts/{haid}/values/{key:[\s\S]+}", delete_value)
+    app.router.add_get("/v1/store", store_identity)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_json)
@@ -134,24 +137,42 @@ def _finite(text: str) -> float:
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (UTF-8, no NaN/Infinity, no overflowing floats, nesting <= MAX_JSON_DEPTH); 400 otherwise."""
+    """Strict JSON (UTF-8, no NaN/Infinity, no overflowing floats, nesting <= MAX_JSON_DEPTH, every string
+    and member name Unicode text without NUL); 400 otherwise."""
     try:
         text = body.decode("utf-8")
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ServiceError(400, "malformed_body", f"the body is not JSON: {exc}") from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise ServiceError(400, "malformed_body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    _check_tree(value)
     return value
 
 
-def _depth(value: Any) -> int:
+def _check_tree(value: Any) -> None:
+    """Nesting depth, and the text of every string: `\\u0000` and lone surrogates (`\\ud800`) are valid
+    JSON escapes, but neither store can hold them (PostgreSQL's text has no NUL, UTF-8 no surrogates)."""
     depth, level = 0, [value]
     while level:
         depth += 1
-        level = [child for item in level if isinstance(item, (list, dict))
-                 for child in (item.values() if isinstance(item, dict) else item)]
-    return depth
+        if depth > MAX_JSON_DEPTH:
+            raise ServiceError(400, "malformed_body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        children = []
+        for item in level:
+            if isinstance(item, str):
+                _check_text("a string in the body", item)
+            elif isinstance(item, dict):
+                for name, child in item.items():
+                    _check_text("a member name in the body", name)
+                    children.append(child)
+            elif isinstance(item, list):
+                children.extend(item)
+        level = children
+
+
+def _check_text(what: str, text: str) -> None:
+    problem = text_problem(text)
+    if problem:
+        raise ServiceError(400, "malformed_body" if "body" in what else "malformed_text", f"{what}: {problem}")
 
 
 def dump_json(value: Any) -> str:
@@ -163,6 +184,23 @@ def _key(request: web.Request) -> str:
     if len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise ServiceError(400, "malformed_key", f"a key is 1..{MAX_KEY_LENGTH} printable characters")
     return key
+
+
+def _query_text(request: web.Request, name: str, default: str | None) -> str | None:
+    text = request.query.get(name, default)
+    if text is not None and (len(text) > MAX_KEY_LENGTH or text_problem(text)):
+        raise ServiceError(400, "malformed_query", f"{name} is at most {MAX_KEY_LENGTH} characters of Unicode "
+                                                   f"text without NUL")
+    return text
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit")
+    if text is None:
+        return MAX_LIST_LIMIT
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIST_LIMIT):
+        raise ServiceError(400, "malformed_query", f"limit is an integer 1..{MAX_LIST_LIMIT}")
+    return int(text)
 
 
 async def _idem(request: web.Request, body: bytes) -> Idem | None:
@@ -197,12 +235,17 @@ def context_json(haid: str, ctx: Context) -> dict:
             "labels": ctx.labels, "created": timestamp(ctx.created), "updated": timestamp(ctx.updated)}
 
 
-def value_json(value: Value) -> dict:
-    return {"key": value.key, "value": value.value, "version": value.version}
+def value_text(value: Value) -> str:
+    """`{"key", "value", "version"}` with the value spliced in as stored: no decode and encode per read."""
+    return f'{{"key":{dump_json(value.key)},"value":{value.value_json},"version":{value.version}}}'
 
 
 def _json_response(data: Any, status: int = 200, headers=None) -> web.Response:
-    return web.Response(text=dump_json(data), status=status, content_type="application/json", headers=headers)
+    return _json_text(dump_json(data), status, headers)
+
+
+def _json_text(text: str, status: int = 200, headers=None) -> web.Response:
+    return web.Response(text=text, status=status, content_type="application/json", headers=headers)
 
 
 # ---- handlers ---------------------------------------------------------------------------------------
@@ -243,12 +286,12 @@ async def put_value(request: web.Request) -> web.Response:
         raise ServiceError(400, "malformed_body", "the body is the value: any JSON value (null included)")
     value = parse_json(body)
     stored = await service.put_value(request.match_info["haid"], key, dump_json(value), await _idem(request, body))
-    return _json_response(value_json(stored))
+    return _json_text(value_text(stored))
 
 
 async def get_value(request: web.Request) -> web.Response:
     key = _key(request)
-    return _json_response(value_json(await request.app[SERVICE].get_value(request.match_info["haid"], key)))
+    return _json_text(value_text(await request.app[SERVICE].get_value(request.match_info["haid"], key)))
 
 
 async def delete_value(request: web.Request) -> web.Response:
@@ -259,16 +302,28 @@ async def delete_value(request: web.Request) -> web.Response:
 
 
 async def list_values(request: web.Request) -> web.Response:
-    prefix = request.query.get("prefix", "")
-    values = await request.app[SERVICE].list_values(request.match_info["haid"], prefix)
-    return _json_response({"values": [value_json(v) for v in values]})
+    """A page of values: `limit` (1..1000, default 1000) keys after `after`, in code point order; `next` is
+    the `after` of the following page, null on the last one."""
+    prefix = _query_text(request, "prefix", "")
+    after = _query_text(request, "after", None)
+    limit = _limit(request)
+    values = await request.app[SERVICE].list_values(request.match_info["haid"], prefix, after, limit)
+    following = dump_json(values[-1].key) if len(values) == limit else "null"
+    return _json_text(f'{{"values":[{",".join(value_text(v) for v in values)}],"next":{following}}}')
+
+
+async def store_identity(request: web.Request) -> web.Response:
+    """Which store this node serves from: what its partner compares to show they share one."""
+    service = request.app[SERVICE]
+    return _json_response({"alias": service.me, "store_id": service.store.store_id})
 
 
 async def healthz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     problem = await service.healthy()
     if problem:
-        return error_response(503, "store_unavailable", problem)
+        code = "store_not_shared" if problem == service.sharing.problem() else "store_unavailable"
+        return error_response(503, code, problem)
     return _json_response({"status": "ok", "alias": service.me})
 
 

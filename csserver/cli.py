@@ -142,10 +142,32 @@ def cmd_check(args) -> int:
     config, _ = _load_or_report(args.config)
     if config is None:
         return EXIT_INVALID
+    for warning in _warnings(config):
+        print(warning, file=sys.stderr)
     mode = "standalone" if config.standalone else f"VIP {config.cluster.vip(config.node.alias)}"
     print(f"{args.config}: ok (alias {config.node.alias}, {mode}, backup {config.cluster.backup_of(config.node.alias)}, "
           f"store {config.store.kind})")
     return EXIT_OK
+
+
+def _warnings(config) -> list[str]:
+    """What is valid yet probably not what the operator meant, as `FILE:LINE: key: warning: ...`."""
+    partners = sorted(config.cluster.partners(config.node.alias))
+    if config.store.kind != "sqlite" or not partners:
+        return []
+    from daemonkit.tomlpos import Positions
+
+    try:
+        with open(config.path, encoding="utf-8") as fh:
+            line = Positions.of(fh.read()).line(("store", "url"))
+    except (OSError, UnicodeDecodeError):
+        line = None
+    where = f"{config.path}:{line}" if line else config.path
+    return [f"{where}: store.url: warning: {config.store.sqlite_path} is a SQLite file on this host, but "
+            f"{', '.join(partners)} must share this node's store to take over from it or for it: that works only "
+            f"if {'they run' if len(partners) > 1 else 'it runs'} on this very host and open this file; on two "
+            f"hosts use one PostgreSQL (url = \"postgresql://...\"). csserver refuses to adopt or create for a "
+            f"partner until it has shown that they share the store"]
 
 
 def cmd_run(args) -> int:

@@ -106,10 +106,19 @@ class Client:
     async def delete_value(self, haid: str, key: str) -> None:
         await self._call("DELETE", self._base_for(haid), self._value_path(haid, key))
 
-    async def list_values(self, haid: str, prefix: str = "") -> list[dict]:
-        query = f"?{urlencode({'prefix': prefix})}" if prefix else ""
-        path = f"/v1/contexts/{quote(haid, safe='')}/values{query}"
-        return (await self._call("GET", self._base_for(haid), path))["values"]
+    async def list_values(self, haid: str, prefix: str = "", page_size: int | None = None) -> list[dict]:
+        """Every value whose key starts with `prefix`, in key order, read page by page (`page_size` keys at
+        a time; the server's default when None)."""
+        values: list[dict] = []
+        after = None
+        while True:
+            query = {k: v for k, v in (("prefix", prefix), ("after", after), ("limit", page_size)) if v}
+            path = f"/v1/contexts/{quote(haid, safe='')}/values" + (f"?{urlencode(query)}" if query else "")
+            page = await self._call("GET", self._base_for(haid), path)
+            values += page["values"]
+            after = page.get("next")
+            if not after:
+                return values
 
     # ---- where, and how often -------------------------------------------------------------------
 

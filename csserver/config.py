@@ -70,6 +70,12 @@ class ClusterConfig:
         """An alias the cluster names (with a VIP, or with a backup of its own)."""
         return alias in self.aliases or alias in self.backup
 
+    def partners(self, me: str) -> frozenset[str]:
+        """The aliases `me` is backup of, and `me`'s own backup: the nodes it must share a store with."""
+        mine = {alias for alias, partner in self.backup.items() if partner == me}
+        own_backup = self.backup.get(me)
+        return frozenset(mine | ({own_backup} if own_backup else set())) - {me}
+
     def alias_of_vip(self, address: Address) -> str | None:
         for alias, vip in self.aliases.items():
             if vip == address:

@@ -6,7 +6,9 @@ here anything that is not the one canonical spelling is malformed, so that `enco
 every string `decode` accepts:
 
 - each length is ASCII decimal, no sign, no leading zero, 1..64 (the alias length bounds);
-- an alias is 1..64 of `[A-Za-z0-9_.-]` and never contains `--`;
+- an alias is 1..64 of `[A-Za-z0-9_.-]`, never starts or ends with `-` and never contains `--`: so the
+  aliases joined never contain `--` either, and Linkis (which splits a HAID at `--`) parses every HAID
+  csserver issues exactly as csserver does;
 - the id is ASCII digits without a leading zero, 1..2**63-1 (a store's signed 64-bit key).
 
 `decode` raises `MalformedHaid` (a ValueError) and nothing else, whatever the input.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_ALIAS_LENGTH = 64
 MAX_ID = 2**63 - 1
@@ -46,6 +49,9 @@ def alias_problem(alias: object) -> str | None:
         return f"an alias is 1..{MAX_ALIAS_LENGTH} characters of A-Z a-z 0-9 _ . -"
     if "--" in alias:
         return "an alias must not contain '--'"
+    if alias.startswith("-") or alias.endswith("-"):
+        # "a-" then "-b" would make "2-2--a--b1", which Linkis splits into three parts and rejects.
+        return "an alias must not start or end with '-'"
     return None
 
 
@@ -68,6 +74,11 @@ def decode(text: object) -> Haid:
     """The (primary, backup, id) that `text` names; MalformedHaid when it is not exactly a HAID."""
     if not isinstance(text, str):
         raise MalformedHaid(f"a HAID is a string, not {type(text).__name__}")
+    return _decode(text)
+
+
+@lru_cache(maxsize=4096)  # every request decodes its HAID, and a client sends one HAID many times
+def _decode(text: str) -> Haid:
     head = _HEAD.match(text)
     if head is None:
         raise MalformedHaid("must start with <len(primary)>-<len(backup)>-- (lengths 1..64, no leading zero)")

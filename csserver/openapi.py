@@ -8,13 +8,15 @@ from __future__ import annotations
 from csserver import __version__
 
 _ERROR_CODES = {
-    "400": "Malformed HAID, body, key or Idempotency-Key, or an Idempotency-Key reused for another request",
+    "400": "Malformed HAID, body, key, query or Idempotency-Key (NUL characters and lone surrogates included), "
+           "or an Idempotency-Key reused for another request",
     "401": "Missing or wrong bearer token (when the node has a token_file)",
     "404": "Unknown context or key",
     "409": "Stale epoch: another node adopted the context; the write was not applied",
     "413": "Request body over the node's max_body_bytes",
     "421": "Misdirected: another node serves this context; `vip` says where",
-    "503": "The store is unavailable; retry (with the same Idempotency-Key)",
+    "503": "The store is unavailable, or not shown to be shared with the partner this request needs "
+           "(store_not_shared); retry (with the same Idempotency-Key)",
 }
 
 
@@ -48,7 +50,15 @@ _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                                "twice; the same key with another method, path or body is refused (400)",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}
 
+# Any JSON value whose strings and member names hold no NUL: valid JSON can spell one (\u0000), and a
+# lone surrogate (\ud800), but neither store can keep them, so both are refused (400) wherever they are.
+_TEXT = {"type": "string", "pattern": "^[^\\x00]*$"}
 _SCHEMAS = {
+    "JsonValue": {"description": "Any JSON value without NUL characters or lone surrogates in its strings",
+                  "anyOf": [{"type": ["null", "boolean", "number"]}, _TEXT,
+                            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+                            {"type": "object", "propertyNames": _TEXT,
+                             "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]},
     "Error": {"type": "object", "required": ["error", "detail"], "properties": {
         "error": {"type": "string", "description": "A short code, e.g. malformed_haid, stale_epoch, misdirected"},
         "detail": {"type": "string"},
@@ -70,8 +80,11 @@ _SCHEMAS = {
     "Value": {"type": "object", "required": ["key", "value", "version"], "properties": {
         "key": {"type": "string"}, "value": {"description": "Any JSON value"},
         "version": {"type": "integer", "minimum": 1}}},
-    "Values": {"type": "object", "required": ["values"], "properties": {
-        "values": {"type": "array", "items": {"$ref": "#/components/schemas/Value"}}}},
+    "Values": {"type": "object", "required": ["values", "next"], "properties": {
+        "values": {"type": "array", "items": {"$ref": "#/components/schemas/Value"}},
+        "next": {"type": ["string", "null"], "description": "`after` for the next page; null on the last"}}},
+    "Store": {"type": "object", "required": ["alias", "store_id"], "properties": {
+        "alias": {"type": "string"}, "store_id": {"type": ["string", "null"]}}},
 }
 
 _PATHS = {
@@ -82,7 +95,8 @@ _PATHS = {
             "parameters": [_IDEMPOTENCY],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False,
-                "properties": {"labels": {"type": "object"}}}}}},
+                "properties": {"labels": {"type": "object", "propertyNames": _TEXT,
+                                          "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}}}}}},
             "responses": {"201": _json("Created", "Created"), **_errors("409", "413")},
         },
     },
@@ -96,23 +110,39 @@ _PATHS = {
     },
     "/v1/contexts/{haid}/values": {
         "parameters": [_HAID],
-        "get": {"operationId": "listValues", "summary": "The values whose key starts with `prefix`, by key",
-                "parameters": [{"name": "prefix", "in": "query", "required": False, "schema": {"type": "string"}}],
+        "get": {"operationId": "listValues",
+                "summary": "A page of the values whose key starts with `prefix`, in code point order of their keys",
+                "parameters": [
+                    {"name": "prefix", "in": "query", "required": False,
+                     "schema": {**_TEXT, "maxLength": 1024}},
+                    {"name": "after", "in": "query", "required": False,
+                     "description": "Only keys after this one (the `next` of the page before)",
+                     "schema": {**_TEXT, "maxLength": 1024}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}}],
                 "responses": {"200": _json("The values", "Values"), **_errors("404", "421")}},
     },
     "/v1/contexts/{haid}/values/{key}": {
         "parameters": [_HAID, _KEY],
         "put": {"operationId": "putValue", "summary": "Set a key to any JSON value (durable when answered)",
                 "parameters": [_IDEMPOTENCY],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/JsonValue"}}}},
                 "responses": {"200": _json("The value as stored", "Value"), **_errors("404", "409", "413", "421")}},
         "get": {"operationId": "getValue", "summary": "A key's value and version",
                 "responses": {"200": _json("The value", "Value"), **_errors("404", "421")}},
         "delete": {"operationId": "deleteValue", "summary": "Delete a key", "parameters": [_IDEMPOTENCY],
                    "responses": {"204": {"description": "Deleted"}, **_errors("404", "409", "421")}},
     },
+    "/v1/store": {
+        "get": {"operationId": "storeIdentity",
+                "summary": "The identity of the store this node serves from (partners compare it)",
+                "responses": {"200": _json("The store", "Store"), **_errors()}},
+    },
     "/healthz": {
-        "get": {"operationId": "health", "summary": "200 when the store answers, else 503", "security": [],
+        "get": {"operationId": "health",
+                "summary": "200 when the store answers and no partner has shown it is not shared, else 503",
+                "security": [],
                 "responses": {"200": {"description": "Healthy"}, "503": _error("503")}},
     },
     "/metrics": {

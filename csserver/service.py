@@ -2,10 +2,14 @@
 
 The node remembers, per context it serves, the fencing epoch it holds as owner. A request for a context it
 has no epoch for loads the context from the store and adopts it when the store names another owner (SPEC 6
-step 4); every write is conditional on the held epoch, and a refused one (another node adopted meanwhile)
-forgets it, so the next request reloads. Any change of the host's addresses (a VIP arriving or leaving)
-forgets every held epoch: whatever happened while the VIP was elsewhere, the next request starts afresh
-from the store.
+step 4): only while the route still says this node serves it (checked again just before adopting: the VIP
+may have left during the awaits), only on a store shown to be shared with the primary when this node
+adopts as its backup (`sharing.py`), and as a compare and swap on the owner and epoch it just read, so two
+nodes never both adopt on one reading and a node never takes a context back from one that adopted it
+meanwhile. Every write is conditional on the held epoch, and a refused one (another node adopted
+meanwhile) forgets it, so the next request reloads. A read served with a held epoch reads, and never
+adopts. Any change of the host's addresses (a VIP arriving or leaving) forgets every held epoch: whatever
+happened while the VIP was elsewhere, the next request starts afresh from the store.
 
 Errors are `ServiceError`s carrying the HTTP status, a short code and a detail; the HTTP layer only renders
 them.
@@ -28,14 +32,16 @@ from csserver.config import Config
 from csserver.haid import Haid, encode
 from csserver.localaddrs import StaticAddresses
 from csserver.metrics import Metrics
+from csserver.sharing import Sharing
 from csserver.store.base import (
-    Context, Fence, Idem, IdempotencyKeyReused, NotFound, StaleEpoch, Store, StoreUnavailable, Value,
+    BadInput, Context, Fence, Idem, IdempotencyKeyReused, NotFound, StaleEpoch, Store, StoreUnavailable, Value,
 )
 
 T = TypeVar("T")
 Address = IPv4Address | IPv6Address
 MAX_HELD = 100_000  # epochs remembered; the oldest is forgotten first (it is reloaded when needed)
 HEALTH_TIMEOUT_S = 2.0
+MAX_LIST_LIMIT = 1000  # values per page of a listing (and the default)
 
 log = structlog.get_logger("csserver")
 
@@ -64,7 +70,10 @@ class ContextService:
         self.local = local
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.sharing = Sharing(self.me, config.cluster.partners(self.me), store.store_id)
+        self.metrics.sharing = self.sharing.state
         self._held: dict[Haid, int] = {}
+        self._vips = frozenset(config.cluster.aliases.values())
         self._loading: dict[Haid, asyncio.Task] = {}
         self._generation = 0
         local.add_listener(self._addresses_changed)
@@ -72,8 +81,11 @@ class ContextService:
     # ---- who serves, and with which epoch ---------------------------------------------------------
 
     def _addresses_changed(self, added: frozenset, removed: frozenset) -> None:
-        self._held.clear()
-        self._generation += 1
+        """A VIP came or went: forget every held epoch. Other addresses (DHCP, IPv6 temporary addresses,
+        containers) change nothing about who serves."""
+        if (added | removed) & self._vips:
+            self._held.clear()
+            self._generation += 1
 
     def held_epoch(self, haid: Haid) -> int | None:
         return self._held.get(haid)
@@ -110,20 +122,41 @@ class ContextService:
     async def _load(self, haid: Haid, generation: int) -> tuple[int, Context]:
         ctx = await self._call("get_context", self.store.get_context(haid.id))
         if ctx is None or (ctx.primary, ctx.backup) != (haid.primary, haid.backup):
+            if self.me != haid.primary:  # not in this store: but is it the primary's store at all?
+                self._refuse_unshared(haid.primary, f"answer for {haid}")
             raise ServiceError(404, "not_found", f"no context {haid}")
-        adopt = routing.ownership(self.me, ctx.owner)
-        if adopt is not None:
-            adopted = await self._call("adopt", self.store.adopt(haid.id, self.me, self.clock()))
-            if adopted is None:
-                raise ServiceError(404, "not_found", f"no context {haid}")
-            self.metrics.adoptions += 1
-            log.info("context_adopted", haid=str(haid), old_owner=adopt.previous_owner, epoch=adopted.epoch)
-            ctx = adopted
+        if routing.ownership(self.me, ctx.owner) is not None:
+            ctx = await self._adopt(haid, ctx)
         if generation == self._generation:  # not when the addresses changed while loading
-            if len(self._held) >= MAX_HELD:
-                self._held.pop(next(iter(self._held)))
-            self._held[haid] = ctx.epoch
+            self._remember(haid, ctx.epoch)
         return ctx.epoch, ctx
+
+    async def _adopt(self, haid: Haid, seen: Context) -> Context:
+        """SPEC 6 step 4, as a compare and swap on `seen`, the context as just read."""
+        if self.me != haid.primary:  # taking over as the primary's backup: only on a store shown shared
+            self._refuse_unshared(haid.primary, f"adopt {haid}")
+        self.route(str(haid))  # the VIP may have left while the store answered: then 421, no adoption
+        adopted = await self._call("adopt", self.store.adopt(haid.id, self.me, seen.owner, seen.epoch, self.clock()))
+        if adopted is None:
+            raise ServiceError(404, "not_found", f"no context {haid}")
+        if adopted.owner != self.me:  # another node adopted it since we read it: it serves, not we
+            raise ServiceError(409, "stale_epoch", f"{adopted.owner} adopted the context meanwhile (epoch "
+                                                   f"{adopted.epoch}); not applied",
+                               {"epoch": adopted.epoch, "owner": adopted.owner})
+        self.metrics.adoptions += 1
+        log.info("context_adopted", haid=str(haid), old_owner=seen.owner, epoch=adopted.epoch)
+        return adopted
+
+    def _refuse_unshared(self, partner: str, action: str) -> None:
+        reason = self.sharing.refusal(partner)
+        if reason is not None:
+            self.metrics.unshared_refusals += 1
+            raise ServiceError(503, "store_not_shared", f"will not {action}: {reason}", {"partner": partner})
+
+    def _remember(self, haid: Haid, epoch: int) -> None:
+        if haid not in self._held and len(self._held) >= MAX_HELD:
+            self._held.pop(next(iter(self._held)))
+        self._held[haid] = epoch
 
     def _forget(self, haid: Haid) -> None:
         self._held.pop(haid, None)
@@ -140,6 +173,8 @@ class ContextService:
             raise ServiceError(503, "store_unavailable", str(exc)) from None
         except IdempotencyKeyReused as exc:
             raise ServiceError(400, "idempotency_key_reused", str(exc)) from None
+        except BadInput as exc:
+            raise ServiceError(400, "malformed_text", str(exc)) from None
         finally:
             self.metrics.store_call(operation, time.perf_counter() - started, failed)
 
@@ -167,23 +202,23 @@ class ContextService:
         primary = routing.creation_primary(self.me, cluster, arrived_on)
         backup = cluster.backup_of(primary)
         if backup is None or not cluster.known(backup):
-            # The Linkis design names the configured partner; never a random or unknown node.
+            # The configured backup (Linkis picks one at random among the other instances; a pair has one).
             raise ServiceError(409, "no_backup", f"[cluster] backup names no known backup for {primary}")
+        if primary != self.me:  # on the partner's VIP, as its backup: only on a store shown shared
+            self._refuse_unshared(primary, f"create a context of {primary}")
+        generation = self._generation
         ctx = await self._call("create_context",
                                self.store.create_context(primary, backup, self.me, labels, self.clock(), idem))
         haid = Haid(ctx.primary, ctx.backup, ctx.id)
-        if ctx.owner == self.me:
-            self._held.setdefault(haid, ctx.epoch)
+        if ctx.owner == self.me and generation == self._generation:
+            self._remember(haid, ctx.epoch)
         return encode(ctx.primary, ctx.backup, ctx.id), ctx
 
     async def get(self, text: str) -> tuple[str, Context]:
         haid = self.route(text)
         _, ctx = await self._hold(haid)
-        if ctx is None:
+        if ctx is None:  # the epoch was held: read, never adopt (the next write finds out if it is stale)
             ctx = await self._call("get_context", self.store.get_context(haid.id))
-            if ctx is not None and ctx.owner != self.me:  # adopted elsewhere since: step 4 again
-                self._forget(haid)
-                _, ctx = await self._hold(haid)
         if ctx is None or (ctx.primary, ctx.backup) != (haid.primary, haid.backup):
             self._forget(haid)
             raise ServiceError(404, "not_found", f"no context {haid}")
@@ -222,17 +257,27 @@ class ContextService:
         haid = self.route(text)
         await self._write(haid, "delete_value", lambda f: self.store.delete_value(f, key, self.clock(), idem))
 
-    async def list_values(self, text: str, prefix: str) -> list[Value]:
+    async def list_values(self, text: str, prefix: str, after: str | None = None,
+                          limit: int = MAX_LIST_LIMIT) -> list[Value]:
         haid = self.route(text)
         await self._hold(haid)
-        return await self._call("list_values", self.store.list_values(haid.id, prefix))
+        return await self._call("list_values", self.store.list_values(haid.id, prefix, after, limit))
+
+    # ---- the store's members --------------------------------------------------------------------------
+
+    async def beat(self, instance: str) -> None:
+        """This node's heartbeat in the store, and what it shows about the partners."""
+        nodes = await self._call("heartbeat", self.store.heartbeat(self.me, instance, self.clock()))
+        self.sharing.store_id = self.store.store_id
+        self.sharing.saw_nodes(nodes)
 
     async def healthy(self) -> str | None:
-        """None when the store answers within HEALTH_TIMEOUT_S, else why not."""
+        """None when the store answers within HEALTH_TIMEOUT_S and no partner has shown it is not shared,
+        else why not."""
         try:
             await asyncio.wait_for(self.store.ping(), HEALTH_TIMEOUT_S)
         except asyncio.TimeoutError:
             return f"the store did not answer within {HEALTH_TIMEOUT_S:g} s"
         except StoreUnavailable as exc:
             return str(exc)
-        return None
+        return self.sharing.problem()

@@ -188,6 +188,20 @@ def rule_body(family: int, table: int, *, src=None, dst=None, priority: int | No
 # ---- asking -----------------------------------------------------------------------------------------------
 
 
+def _open(groups: int, readable: Callable[[], None]) -> socket.socket:
+    """A non-blocking rtnetlink socket subscribed to `groups` (0: requests only), read by `readable`."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+        sock.bind((0, groups))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    asyncio.get_running_loop().add_reader(sock.fileno(), readable)
+    return sock
+
+
 class Rtnl:
     """Requests over one rtnetlink socket; open() inside the running loop, close() when done."""
 
@@ -197,16 +211,7 @@ class Rtnl:
         self._pending: dict[int, tuple[asyncio.Future, list]] = {}
 
     def open(self) -> None:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-            sock.bind((0, 0))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        self._sock = _open(0, self._readable)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -314,16 +319,7 @@ class Watch:
         self._sock: socket.socket | None = None
 
     def open(self) -> None:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-            sock.bind((0, self.groups))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        self._sock = _open(self.groups, self._readable)
 
     def close(self) -> None:
         if self._sock is not None:

@@ -16,11 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 PORT = 9100
 
 
-def csserver_toml(alias: str, aliases: dict[str, str], backup: dict[str, str], store_url: str) -> str:
+def csserver_toml(alias: str, aliases: dict[str, str], backup: dict[str, str], store_url: str,
+                  listen: str = f"0.0.0.0:{PORT}") -> str:
     def table(mapping: dict[str, str]) -> str:
         return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in mapping.items()) + " }"
 
-    return (f'[node]\nalias = {json.dumps(alias)}\nlisten = "0.0.0.0:{PORT}"\nlog_format = "json"\n'
+    return (f'[node]\nalias = {json.dumps(alias)}\nlisten = {json.dumps(listen)}\nlog_format = "json"\n'
             f'log_level = "debug"\n[cluster]\naliases = {table(aliases)}\nbackup = {table(backup)}\n'
             f'[store]\nurl = {json.dumps(store_url)}\n')
 

@@ -185,6 +185,17 @@ class Host:
         if address:
             self.run(["ip", "address", "add", address, "dev", name])
 
+    def block_vrrp(self, on: bool) -> None:
+        """Drop every VRRP packet (IP protocol 112) in and out of this host, links staying up: a partition
+        of VRRP alone. nftables, in a table of the lab's own inside the host's namespace."""
+        if on:
+            self.run(["nft", "-f", "-"], input=(
+                "table inet lab_vrrp_block {\n"
+                " chain input { type filter hook input priority 0; policy accept; meta l4proto 112 drop; }\n"
+                " chain output { type filter hook output priority 0; policy accept; meta l4proto 112 drop; }\n}\n"))
+        else:
+            self.run(["nft", "delete", "table", "inet", "lab_vrrp_block"])
+
     def delete_link(self, name: str) -> None:
         self.run(["ip", "link", "del", name])
 

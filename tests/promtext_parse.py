@@ -16,14 +16,17 @@ def sample_status() -> dict:
             {"name": "VI_A", "interface": "eth0", "vrid": 51, "family": "ipv4", "version": 3, "state": "MASTER",
              "priority": 150, "effective_priority": 90, "master_address": "192.0.2.1", "advert_interval": 1.0,
              "master_adver_interval": 1.0, "virtual_ipaddress": ["192.0.2.100/24"],
-             "since": "2026-11-22T10:00:00.000Z", "stats": stats_a},
+             "since": "2026-11-22T10:00:00.000Z", "stats": stats_a,
+             "track": {"interfaces": {"eth0": "up", "eth1": "down"}, "scripts": {"chk": "up", "later": "pending"},
+                       "weights": {"eth1": -30, "chk": -60, "later": 0}}},
             {"name": "VI_B6", "interface": "eth1", "vrid": 52, "family": "ipv6", "version": 3, "state": "BACKUP",
              "priority": 100, "effective_priority": 100, "master_address": "fe80::1", "advert_interval": 0.5,
              "master_adver_interval": 0.25, "virtual_ipaddress": ["2001:db8::100/64"],
              "since": "2026-11-22T10:00:01.000Z", "stats": stats_b},
         ],
         "stats": Stats(vrid_errors=7, version_errors=2).as_dict(),
-        "notify": {"completed": 5, "failed": 2},
+        "notify": {"completed": 5, "failed": 2, "dropped": 0, "exits": {"0": 5, "1": 1, "timeout": 1},
+                   "seconds": 0.75},
     }
 
 

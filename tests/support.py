@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import functools
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,13 @@ def unit_file(name: str) -> configparser.ConfigParser:
     parser.optionxform = str
     parser.read(UNITS / name)
     return parser
+
+
+@functools.cache
+def built_debs() -> tuple[Path, ...]:
+    """The packages of this checkout (`make deb`, which rebuilds only when their files changed), under the CI rule."""
+    if shutil.which("dpkg-buildpackage") is None:
+        require_root("building the packages installs dpkg-dev and debhelper, which needs root")
+    proc = subprocess.run([str(REPO / "scripts" / "build-deb.sh")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return tuple(Path(line) for line in proc.stdout.split())

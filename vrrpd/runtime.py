@@ -5,13 +5,9 @@ a router go out in order; those the Node marks QUEUED wait in that router's queu
 (netlink work), the rest are carried out at once. An effect that fails is logged, counted (the Node hears of
 it) and never stops the effects after it.
 
-Two adapter rules are its own. Input before timers: the timer reads the sockets before it hands the Node its
+One adapter rule is its own: input before timers. The timer reads the sockets before it hands the Node its
 time, so a master heard meanwhile stops a Master_Down_Timer that is only overdue because nobody listened
-(a loop held up, a socket read later). And a busy socket is polled: one that has something to read again
-within POLL_S of its last read is read every POLL_S instead of on every packet, until a poll finds it empty.
-A backup hearing a thousand adverts a second then wakes a hundred times, not a thousand; a quiet one (a few
-instances) is read the moment a packet arrives. Nothing waits longer than POLL_S, and a takeover not at all:
-it waits for the timer, which reads first.
+(a loop held up, a busy socket between its polls: `vrrpd.io.listen`).
 """
 
 from __future__ import annotations
@@ -42,11 +38,9 @@ from vrrpd.io.notify import NotifyRunner
 from vrrpd.io.procevents import ProcessEvents
 from vrrpd.io.trackfile import TrackFiles
 from vrrpd.io.scripts import Scripts
-from vrrpd.io.sockets import AdvertSocket
+from vrrpd.io.listen import Listener
 
 SHUTDOWN_GRACE_S = 5.0  # for priority-0 adverts, address removal and stop notifies at exit
-RECV_BATCH = 64
-POLL_S = 0.010
 
 
 class RouterQueue:
@@ -89,7 +83,7 @@ class Runtime:
         self.log = logging.get("vrrpd")
         self.node = Node(config, self.loop.time())
         self.netlink = Netlink()
-        self.sockets: dict[tuple[str, str], AdvertSocket] = {}
+        self.listener = Listener(self._heard, self._recv_failed)
         self.announcer = Announcer()
         self.scripts = Scripts(lambda name, up: self.feed([n.ScriptChanged(name, up)]))
         self.notify = NotifyRunner()
@@ -99,12 +93,9 @@ class Runtime:
         self.queues: dict[int, RouterQueue] = {}
         self.control: ControlServer | None = None
         self.metrics = None  # vrrpd.io.metrics_http.MetricsServer when metrics_listen is set
-        self.malformed = 0  # packets the sockets could not even parse (no instance to blame)
         self._timer: asyncio.TimerHandle | None = None
         self._feeding: list | None = None
-        self._last_read: dict[tuple[str, str], float] = {}
-        self._polled: set[tuple[str, str]] = set()  # busy sockets, read every POLL_S instead of on readiness
-        self._poll: asyncio.TimerHandle | None = None
+
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
@@ -141,6 +132,11 @@ class Runtime:
         self.log.info("started", version=__version__, pid=os.getpid(), instances=len(self.node.routers))
         await self._stop.wait()
         await self.shutdown()
+        # Already on the way out: a second SIGTERM (a supervisor repeating itself) must not turn the clean
+        # exit into a death by signal while the interpreter winds down, after the loop's handlers are gone.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            self.loop.remove_signal_handler(sig)  # (else closing the loop restores the default action)
+            signal.signal(sig, signal.SIG_IGN)
         return 0
 
     async def shutdown(self) -> None:
@@ -161,16 +157,14 @@ class Runtime:
             await cancel_and_wait(task)
         if self._timer:
             self._timer.cancel()
-        if self._poll:
-            self._poll.cancel()
+
         for queue in self.queues.values():
             await cancel_and_wait(queue.task)
         if self.control:
             await self.control.close()
         if self.metrics:
             await self.metrics.close()
-        for key in list(self.sockets):
-            self._close_socket(key)
+        self.listener.close_all()
         self.announcer.close()
         await self.notify.stop()
         if self.fifo is not None:
@@ -207,58 +201,7 @@ class Runtime:
             self._feeding = None
         self._rearm()
 
-    def _readable(self, key: tuple[str, str]) -> None:
-        """The socket has something to read: read it, and poll it from now on if it was read just before."""
-        sock = self.sockets.get(key)
-        if sock is None or not self._read(key):
-            return
-        now = self.loop.time()
-        last, self._last_read[key] = self._last_read.get(key, 0.0), now
-        if now - last < POLL_S:
-            for fd in sock.filenos():
-                self.loop.remove_reader(fd)
-            self._polled.add(key)
-            if self._poll is None:
-                self._poll = self.loop.call_later(POLL_S, self._poll_busy)
-
-    def _poll_busy(self) -> None:
-        self._poll = None
-        for key in list(self._polled):
-            if self._read_all(key):
-                continue
-            self._polled.discard(key)  # quiet again: back to being read on readiness
-            sock = self.sockets.get(key)
-            if sock is not None:
-                for fd in sock.filenos():
-                    self.loop.add_reader(fd, self._readable, key)
-        if self._polled:
-            self._poll = self.loop.call_later(POLL_S, self._poll_busy)
-
-    def _read_all(self, key: tuple[str, str]) -> int:
-        total = 0
-        for _ in range(64):  # bounded: up to 64 batches queued per socket
-            count = self._read(key)
-            total += count
-            if count < RECV_BATCH:
-                break
-        return total
-
-    def _read(self, key: tuple[str, str]) -> int:
-        """Hand the adverts waiting on one socket (at most a batch) to the Node; how many were read."""
-        sock = self.sockets.get(key)
-        if sock is None:
-            return 0
-        try:
-            received = sock.recv_all(RECV_BATCH)
-        except OSError as exc:
-            self.log.warning("recv_failed", interface=key[0], family=key[1], error=str(exc))
-            if exc.errno in (errno.ENODEV, errno.ENXIO, errno.ENETDOWN):
-                self._close_socket(key)
-                self.feed([n.SocketChanged(*key, None, str(exc))])
-            return 0
-        if not received:
-            return 0
-        self.malformed = sum(s.malformed for s in self.sockets.values())
+    def _heard(self, key: tuple[str, str], received: list) -> None:
         now = self.loop.time()
         receive = self.node.receive
         for rx in received:
@@ -269,7 +212,11 @@ class Runtime:
             if routed:
                 self.feed([], routed)
         self._rearm()
-        return len(received)
+
+    def _recv_failed(self, key: tuple[str, str], error: str, gone: bool) -> None:
+        self.log.warning("recv_failed", interface=key[0], family=key[1], error=error)
+        if gone:
+            self.feed([n.SocketChanged(*key, None, error)])
 
     def _rearm(self) -> None:
         when = self.node.next_deadline()
@@ -283,8 +230,7 @@ class Runtime:
 
     def _on_timer(self, when: float) -> None:
         self._timer = None
-        for key in list(self.sockets):
-            self._read_all(key)
+        self.listener.read_all()
         self.feed([], self.node.handle_timer(max(self.loop.time(), when)))
 
     # ---- out of the Node --------------------------------------------------------------------------------
@@ -317,9 +263,12 @@ class Runtime:
             case n.Status(text=text):
                 self.notifier.status(text)
             case n.OpenSocket(ifname=ifname, family=family):
-                self._open_socket((ifname, family))
+                try:
+                    self.feed([n.SocketChanged(ifname, family, self.listener.open((ifname, family)))])
+                except OSError as exc:
+                    self.feed([n.SocketChanged(ifname, family, None, str(exc))])
             case n.CloseSocket(ifname=ifname, family=family):
-                self._close_socket((ifname, family))
+                self.listener.close((ifname, family))
             case n.RunScripts(scripts=scripts):
                 self._spawn(self.scripts.run(scripts))
             case n.PruneFilters(keep=keep):
@@ -330,7 +279,7 @@ class Runtime:
                 self.processes.watch(processes)
 
     def _transmit(self, router: int, tx: n.Transmit) -> None:
-        sock = self.sockets.get((tx.ifname, tx.family))
+        sock = self.listener.sockets.get((tx.ifname, tx.family))
         for dst, payload in tx.packets:
             try:
                 if sock is None:
@@ -343,26 +292,6 @@ class Runtime:
                 self.log.warning("send_failed", router=router, interface=tx.ifname, dst=str(dst), error=str(exc))
                 self.feed([n.EffectFailed(router, n.Transmit(tx.ifname, tx.family, tx.src, ((dst, payload),),
                                                              tx.header_included, tx.ttl), str(exc))])
-
-    def _open_socket(self, key: tuple[str, str]) -> None:
-        self._close_socket(key)
-        try:
-            sock = AdvertSocket(*key, join_multicast=True)
-        except OSError as exc:
-            self.feed([n.SocketChanged(*key, None, str(exc))])
-            return
-        self.sockets[key] = sock
-        for fd in sock.filenos():
-            self.loop.add_reader(fd, self._readable, key)
-        self.feed([n.SocketChanged(*key, sock.ifindex)])
-
-    def _close_socket(self, key: tuple[str, str]) -> None:
-        sock = self.sockets.pop(key, None)
-        self._polled.discard(key)
-        if sock is not None:
-            for fd in sock.filenos():
-                self.loop.remove_reader(fd)
-            sock.close()
 
     async def carry_queued(self, router: int, effect: n.Effect) -> None:
         match effect:
@@ -471,11 +400,12 @@ class Runtime:
     def status(self) -> dict:
         wall, now = time.time(), self.loop.time()
         view = status_view(self.node, lambda t: iso_ms(datetime.fromtimestamp(wall - (now - t), timezone.utc)))
-        view["stats"]["malformed_packets"] = self.malformed
+        view["stats"]["malformed_packets"] = self.listener.malformed
         return {"router_id": view["router_id"], "pid": os.getpid(), "version": __version__,
                 "instances": view["instances"], "stats": view["stats"],
                 "notify": {"completed": self.notify.completed, "failed": self.notify.failures,
-                           "dropped": self.notify.dropped,
+                           "dropped": self.notify.dropped, "exits": dict(self.notify.exits),
+                           "seconds": round(self.notify.seconds, 6),
                            **({"fifo_written": self.fifo.written, "fifo_dropped": self.fifo.dropped}
                               if self.fifo is not None else {})}}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ import requests
 from csserver.config import Config, load, read_token
 from csserver.localaddrs import StaticAddresses
 from csserver.server import serve
+from csserver.store.base import Store
 
 VIP_A = "192.0.2.100"
 MAX_BODY = 4096
@@ -49,15 +51,30 @@ class Live:
     config: Config
 
     def rows(self) -> dict[str, list[tuple]]:
-        """Everything the store holds, read straight from the SQLite file (to prove nothing was written)."""
+        """Everything the store holds for clients, read straight from the SQLite file (to prove nothing was
+        written); not `nodes`, where the node's own heartbeat moves on by itself."""
         with contextlib.closing(sqlite3.connect(self.db)) as conn:
-            tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                       "AND name <> 'nodes'")]
             return {table: sorted(map(tuple, conn.execute(f'SELECT * FROM "{table}"')), key=repr) for table in tables}
 
 
 @contextlib.contextmanager
+def sequential_ids() -> Iterator[None]:
+    """Context ids 1, 2, 3... instead of random ones, so generated HAIDs can find the contexts made."""
+    counter = itertools.count(1)
+    saved = Store.__dict__["new_id"]
+    Store.new_id = staticmethod(lambda: next(counter))
+    try:
+        yield
+    finally:
+        Store.new_id = saved
+
+
+@contextlib.contextmanager
 def live_csserver(directory: Path, extra: str = "") -> Iterator[Live]:
-    """`serve()` in a thread with its own event loop, stopped (and joined) on exit."""
+    """`serve()` in a thread with its own event loop, stopped (and joined) on exit. It does not ask its
+    partner (cs-b at 192.0.2.101) over HTTP: this runs in the machine's own network namespace."""
     port = free_port()
     db = directory / "cs.db"
     path = directory / "cs.toml"
@@ -70,7 +87,7 @@ def live_csserver(directory: Path, extra: str = "") -> Iterator[Live]:
 
     async def main() -> int:
         loops.append(asyncio.get_running_loop())
-        return await serve(config, token, StaticAddresses([ip_address(VIP_A)]), stop)
+        return await serve(config, token, StaticAddresses([ip_address(VIP_A)]), stop, ask_partners=False)
 
     # asyncio.run cancels whatever serve() leaves behind (a connection still lingering, say).
     thread = threading.Thread(target=lambda: result.append(asyncio.run(main())), name="csserver", daemon=True)

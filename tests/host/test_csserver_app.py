@@ -61,11 +61,14 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def node(make, alias: str, vips=(), token: str | None = None, extra: str = ""):
+async def node(make, alias: str, vips=(), token: str | None = None, extra: str = "", join: bool = True):
+    """A node on `make()`'s store; with `join`, it has joined the store as `csserver run` does at start."""
     store = make()
     await store.open()
     local = StaticAddresses(vips)
     service = ContextService(config_for(alias, extra), store, local)
+    if join:
+        await service.beat(f"test-{alias}")
     http = TestClient(TestServer(create_app(service, token)))
     await http.start_server()
     try:
@@ -100,7 +103,7 @@ def test_create_get_put_list_delete(make_store):
                 200, {"key": "job/step", "value": None, "version": 2})
             await a.call("PUT", f"/v1/contexts/{haid}/values/other", "x")
             assert await a.call("GET", f"/v1/contexts/{haid}/values?prefix=job/") == (
-                200, {"values": [{"key": "job/step", "value": None, "version": 2}]})
+                200, {"values": [{"key": "job/step", "value": None, "version": 2}], "next": None})
             assert len((await a.call("GET", f"/v1/contexts/{haid}/values"))[1]["values"]) == 2
             assert (await a.call("DELETE", f"/v1/contexts/{haid}/values/other"))[0] == 204
             assert (await a.call("GET", f"/v1/contexts/{haid}/values/other"))[0] == 404
@@ -230,15 +233,22 @@ def test_a_returning_vip_forgets_the_held_epoch_so_there_is_no_spurious_409(make
     run(body())
 
 
-def test_get_context_adopts_again_when_the_store_names_another_owner(make_store):
-    """Both nodes hold VIP-A for a moment (split brain): each GET of the context applies SPEC 6 step 4."""
+def test_a_read_with_a_held_epoch_never_adopts_so_two_serving_nodes_do_not_ping_pong(make_store):
+    """Both nodes hold VIP-A for a moment (split brain). B adopted; A still holds epoch 1. A's reads are
+    served as they are (no adoption per GET); A's write finds its epoch stale (409, not applied), and only
+    the retry of that write adopts, once, by compare and swap."""
     async def body():
         async with node(make_store, "cs-a", [VIP_A]) as a, node(make_store, "cs-b", [VIP_A, VIP_B]) as b:
             haid = await a.create()
             assert (await b.call("GET", f"/v1/contexts/{haid}"))[1]["epoch"] == 2
-            status, ctx = await a.call("GET", f"/v1/contexts/{haid}")
-            assert (status, ctx["owner"], ctx["epoch"]) == (200, "cs-a", 3)
-            assert (await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1))[0] == 200  # holds epoch 3 now
+            for _ in range(3):
+                status, ctx = await a.call("GET", f"/v1/contexts/{haid}")
+                assert (status, ctx["owner"], ctx["epoch"]) == (200, "cs-b", 2)
+            assert a.service.metrics.adoptions == 0
+            status, refused = await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1)
+            assert (status, refused["error"], refused["owner"]) == (409, "stale_epoch", "cs-b")
+            assert (await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1))[0] == 200  # the retry adopted
+            assert (a.service.metrics.adoptions, (await a.call("GET", f"/v1/contexts/{haid}"))[1]["epoch"]) == (1, 3)
 
     run(body())
 
@@ -395,5 +405,145 @@ def test_hostile_requests_never_get_a_500(make_store):
                 assert status < 500, (method, path, status, answer)
                 if status >= 400 and method != "HEAD":
                     assert set(answer) >= {"error", "detail"}, answer
+
+    run(body())
+
+
+def test_nuls_and_lone_surrogates_anywhere_are_400_on_both_stores(make_store):
+    """Valid JSON can spell a NUL (\\u0000) or a lone surrogate (\\ud800); neither store can hold them: a 400
+    naming the problem, wherever they are, and nothing written (once a 500, on PostgreSQL a 503 loop)."""
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haid = await a.create()
+            values = f"/v1/contexts/{haid}/values"
+            refused = [
+                ("PUT", f"{values}/k", b'"\\ud800"', "malformed_body"),
+                ("PUT", f"{values}/k", b'{"a": ["ok", "\\u0000"]}', "malformed_body"),
+                ("PUT", f"{values}/k", b'{"\\udc00": 1}', "malformed_body"),
+                ("PUT", f"{values}/a%00b", b"1", "malformed_key"),
+                ("GET", f"{values}/a%00b", None, "malformed_key"),
+                ("DELETE", f"{values}/a%00b", None, "malformed_key"),
+                ("GET", f"{values}?prefix=%00", None, "malformed_query"),
+                ("GET", f"{values}?prefix=a&after=%00", None, "malformed_query"),
+                ("POST", "/v1/contexts", b'{"labels": {"a": "\\u0000"}}', "malformed_body"),
+                ("POST", "/v1/contexts", b'{"labels": {"\\ud800": "x"}}', "malformed_body"),
+                ("GET", f"/v1/contexts/{haid}%00", None, "malformed_haid"),
+            ]
+            for method, path, raw, code in refused:
+                status, answer = await a.call(method, path, raw=raw)
+                assert (status, answer["error"]) == (400, code), (method, path, raw, answer)
+                assert answer["detail"]
+            assert await a.call("GET", values) == (200, {"values": [], "next": None})
+            text = (await a.call("GET", "/metrics"))[1]
+            assert not [line for line in text.splitlines() if 'status="5' in line]
+
+    run(body())
+
+
+def test_values_are_listed_in_pages(make_store):
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haid = await a.create()
+            for n in range(7):
+                await a.call("PUT", f"/v1/contexts/{haid}/values/job/{n}", n)
+            await a.call("PUT", f"/v1/contexts/{haid}/values/other", 0)
+            seen, after = [], None
+            for _ in range(10):
+                query = "prefix=job/&limit=3" + (f"&after={after}" if after else "")
+                status, page = await a.call("GET", f"/v1/contexts/{haid}/values?{query}")
+                assert status == 200 and len(page["values"]) <= 3
+                seen += [v["key"] for v in page["values"]]
+                after = page["next"]
+                if after is None:
+                    break
+            assert seen == [f"job/{n}" for n in range(7)]
+            for bad in ("limit=0", "limit=1001", "limit=x", "limit=-1"):
+                status, answer = await a.call("GET", f"/v1/contexts/{haid}/values?{bad}")
+                assert (status, answer["error"]) == (400, "malformed_query"), bad
+
+    run(body())
+
+
+def test_no_adoption_when_the_vip_leaves_while_the_store_answers(make_store):
+    """B routed the request while it held VIP-A; VIP-A goes back to A before B adopts: B must not take the
+    context from the returning primary (the route is checked again just before adopting)."""
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a, node(make_store, "cs-b", [VIP_A, VIP_B]) as b:
+            haid = await a.create()
+            real = b.store.get_context
+
+            async def slow_read(context_id):
+                ctx = await real(context_id)
+                b.local.set([VIP_B])  # VRRP moved VIP-A back to A meanwhile
+                return ctx
+
+            b.store.get_context = slow_read
+            status, answer = await b.call("PUT", f"/v1/contexts/{haid}/values/k", 1)
+            assert (status, answer["error"]) == (421, "misdirected")
+            b.store.get_context = real
+            assert (b.service.metrics.adoptions, (await a.call("GET", f"/v1/contexts/{haid}"))[1]["epoch"]) == (0, 1)
+            assert (await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1))[0] == 200  # A's epoch still holds
+
+    run(body())
+
+
+def test_created_contexts_stay_within_the_held_epoch_bound(make_store, monkeypatch):
+    monkeypatch.setattr("csserver.service.MAX_HELD", 3)
+
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haids = [await a.create() for _ in range(6)]
+            assert len(a.service._held) == 3  # the oldest forgotten (reloaded when needed)
+            for haid in haids:  # every one still served
+                assert (await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1))[0] == 200
+
+    run(body())
+
+
+def test_metrics_show_the_idempotency_table_and_the_partner_sharing(make_store):
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haid = await a.create()
+            await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1, headers={"Idempotency-Key": "w1"})
+            a.service.metrics.idempotency_records = await a.store.idempotency_records()  # as the expiry job does
+            text = (await a.call("GET", "/metrics"))[1]
+            assert "csserver_idempotency_records 1" in text
+            assert 'csserver_store_shared{partner="cs-b"} 0' in text  # cs-b never seen yet
+
+    run(body())
+
+
+def test_only_a_vip_coming_or_going_forgets_the_held_epochs(make_store):
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haid = await a.create()
+            await a.call("PUT", f"/v1/contexts/{haid}/values/k", 1)
+            a.local.set([VIP_A, "198.51.100.7"])  # DHCP, a container, an IPv6 temporary address...
+            assert a.service.held_epoch(decode(haid)) == 1
+            a.local.set([])  # VIP-A left
+            assert a.service.held_epoch(decode(haid)) is None
+
+    run(body())
+
+
+def test_idempotency_housekeeping_runs_in_batches_and_fills_the_gauge(make_store, monkeypatch):
+    from datetime import timedelta
+
+    from csserver import server
+
+    monkeypatch.setattr(server, "EXPIRY_BATCH", 2)
+    monkeypatch.setattr(server, "IDEMPOTENCY_MAX_RECORDS", 3)
+
+    async def body():
+        async with node(make_store, "cs-a", [VIP_A]) as a:
+            haid = await a.create()
+            for n in range(7):
+                await a.call("PUT", f"/v1/contexts/{haid}/values/k{n}", n, headers={"Idempotency-Key": f"w{n}"})
+            monkeypatch.setattr(server, "IDEMPOTENCY_TTL", timedelta(days=1))  # none old enough yet
+            assert await server.expire_idempotency_once(a.service) == 4  # the count bound: 7 -> 3, 2 a time
+            assert a.service.metrics.idempotency_records == 3
+            monkeypatch.setattr(server, "IDEMPOTENCY_TTL", timedelta(0))  # now every record is too old
+            assert await server.expire_idempotency_once(a.service) == 3
+            assert "csserver_idempotency_records 0" in (await a.call("GET", "/metrics"))[1]
 
     run(body())

@@ -85,6 +85,8 @@ async def pair(tmp_path, a_middleware=None):
         await store.open()
     a = Node("cs-a", stores[0], port, [VIP_A])
     b = Node("cs-b", stores[1], port, [VIP_B])
+    for each in (a, b, a):  # both have joined the store, and each has seen the other there
+        await each.service.beat(f"test-{each.service.me}")
     if a_middleware is not None:
         a.app.middlewares.append(a_middleware)
     await a.listen(VIP_A)

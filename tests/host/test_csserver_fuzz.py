@@ -23,14 +23,15 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from structlog.testing import capture_logs
 
 from csserver import openapi
-from csserver.haid import MalformedHaid, decode, encode
+from csserver.haid import MalformedHaid, alias_problem, decode, encode
+from csserver.server import MAX_REQUEST_LINE
 
-from tests.host.csserver_live import MAX_BODY, Live, live_csserver
+from tests.host.csserver_live import MAX_BODY, Live, live_csserver, sequential_ids
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory) -> Iterator[Live]:
-    with live_csserver(tmp_path_factory.mktemp("csserver")) as server:
+    with sequential_ids(), live_csserver(tmp_path_factory.mktemp("csserver")) as server:
         yield server
 
 
@@ -44,7 +45,8 @@ def http() -> Iterator[requests.Session]:
 
 DOCUMENT = json.loads(json.dumps(openapi.document()))
 HAID_PATTERN = DOCUMENT["paths"]["/v1/contexts/{haid}"]["parameters"][0]["schema"]["pattern"]
-ALIASES = st.from_regex(r"[A-Za-z0-9_.]([A-Za-z0-9_.]|-(?!-)){0,7}", fullmatch=True).filter(lambda a: "--" not in a)
+ALIASES = st.from_regex(r"[A-Za-z0-9_.]([A-Za-z0-9_.]|-(?!-)){0,7}", fullmatch=True).filter(
+    lambda a: alias_problem(a) is None)
 # The exact HAID rule (`format: haid`): mostly the server's own contexts (ids 1..3 exist from the start, the
 # generated POSTs add more), else the partner's and strangers'.
 OWN_HAIDS = st.builds(encode, st.just("cs-a"), st.just("cs-b"), st.integers(1, 40))
@@ -159,7 +161,16 @@ def test_refused_writes_change_nothing(fresh):
     refused = [
         *[("PUT", f"{url}/values/k", raw, {}, 400, "malformed_body")
           for raw in (b"", b" ", b"{", b"NaN", b"-Infinity", b"1e400", b"[1,]", b"\xff", b"\xef\xbb\xbf1", b"'x'",
-                      b'"\\ud800', deep, b"1 2", b"\x00")],
+                      b'"\\ud800', deep, b"1 2", b"\x00",
+                      # valid JSON, yet text neither store can hold: a lone surrogate, a NUL, anywhere
+                      b'"\\ud800"', b'"\\udfff x"', b'["ok", {"a": "\\u0000"}]', b'{"\\ud83d": 1}', b'"a\\u0000"')],
+        ("PUT", f"{url}/values/a%00b", b"1", {}, 400, "malformed_key"),
+        ("GET", f"{url}/values?prefix=%00", b"", {}, 400, "malformed_query"),
+        ("GET", f"{url}/values?after=x%00", b"", {}, 400, "malformed_query"),
+        ("GET", f"{url}/values?limit=0", b"", {}, 400, "malformed_query"),
+        ("GET", f"{url}/values?limit=1001", b"", {}, 400, "malformed_query"),
+        ("GET", f"{url}/values?limit=%D9%A1", b"", {}, 400, "malformed_query"),  # ARABIC-INDIC DIGIT ONE
+        ("GET", f"{fresh.url}/v1/contexts/4-4--cs-acs-b{n}%00", b"", {}, 400, "malformed_haid"),
         ("PUT", f"{url}/values/{'k' * 1025}", b"1", {}, 400, "malformed_key"),
         ("PUT", f"{url}/values/a%07b", b"1", {}, 400, "malformed_key"),
         ("PUT", f"{url}/values/a%E2%80%AEb", b"1", {}, 400, "malformed_key"),  # RIGHT-TO-LEFT OVERRIDE
@@ -175,7 +186,8 @@ def test_refused_writes_change_nothing(fresh):
         ("DELETE", f"{fresh.url}/v1/contexts/4-4--cs-xcs-a{n}", b"", {}, 421, "misdirected"),
         ("DELETE", f"{fresh.url}/v1/contexts/4-4--cs-acs-b{n}/values/k/", b"", {}, 404, "not_found"),
         *[("POST", f"{fresh.url}/v1/contexts", raw, {}, 400, "malformed_body")
-          for raw in (b"[1]", b'{"labels": []}', b'{"labels": {}, "x": 1}', b"{", b'"x"', b"null")],
+          for raw in (b"[1]", b'{"labels": []}', b'{"labels": {}, "x": 1}', b"{", b'"x"', b"null",
+                      b'{"labels": {"a": "\\u0000"}}', b'{"labels": {"\\ud800": "x"}}')],
         ("PATCH", f"{url}/values/k", b"1", {}, 405, "method_not_allowed"),
         ("PUT", f"{fresh.url}/v1/contexts", b"1", {}, 405, "method_not_allowed"),
     ]
@@ -244,7 +256,7 @@ def test_malformed_haids_are_400_and_foreign_ones_421(live, http, contexts, text
 
 GARBAGE = [
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 10000 + b"\r\n\r\n",  # a header over 8 KiB
-    b"GET /v1/contexts/" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line over 8 KiB
+    b"GET /v1/contexts/" + b"a" * MAX_REQUEST_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line too long
     b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
     b"PUT /v1/contexts/4-4--cs-acs-b1/values/k HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
     b"PUT /v1/contexts/4-4--cs-acs-b1/values/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -281,3 +293,16 @@ def test_a_client_that_hangs_up_mid_body_is_no_server_error(fresh):
     assert not [line for line in metrics if line.startswith("csserver_requests_total") and 'status="5' in line]
     assert [entry["event"] for entry in logs if entry["log_level"] in ("error", "critical")] == []
     assert fresh.rows() == before
+
+
+def test_the_longest_keys_fit_in_a_request_line(fresh):
+    """A key of 1024 characters of four UTF-8 bytes each is 12 KiB in a URL, twice that in a listing that
+    names it as prefix and as `after`: over aiohttp's default 8 KiB request line, which would refuse it."""
+    haid = requests.post(f"{fresh.url}/v1/contexts", timeout=10).json()["haid"]
+    key = "\U0001f4a9" * 1024
+    url = f"{fresh.url}/v1/contexts/{haid}/values"
+    assert requests.put(f"{url}/{quote(key, safe='')}", json=1, timeout=10).json()["version"] == 1
+    page = requests.get(url, params={"prefix": key[:-1], "limit": 1}, timeout=10).json()
+    assert [v["key"] for v in page["values"]] == [key] and page["next"] == key
+    assert requests.get(url, params={"prefix": key[:-1], "after": page["next"]}, timeout=10).json() == {
+        "values": [], "next": None}

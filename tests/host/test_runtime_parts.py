@@ -208,3 +208,27 @@ def test_a_failing_effect_never_drops_the_effects_queued_after_it():
     assert runtime.done == ["Announce", "Notify", "Retire"]
     assert [(e.router, type(e.effect).__name__) for e in runtime.fed] == [(7, "AddAddresses")]
     assert queue.task is None
+
+
+def test_a_second_sigterm_while_exiting_does_not_turn_a_clean_exit_into_a_death_by_signal(tmp_path):
+    """Supervisors repeat SIGTERM; once the daemon has shut down, the rest of its exit must stay exit 0."""
+    import subprocess
+
+    code = (
+        "import asyncio, os, signal, sys, time\n"
+        "from vrrpd.runtime import Runtime\n"
+        "from vrrpd.config import parse\n"
+        "cfg = parse('[global]\\ncontrol_socket = \"" + str(tmp_path / "c.sock") + "\"\\n'\n"
+        "            '[[instance]]\\nname = \"VI_1\"\\ninterface = \"nosuch0\"\\nvrid = 1\\n'\n"
+        "            'virtual_ipaddress = [\"192.0.2.100\"]\\n')\n"
+        "async def main():\n"
+        "    rt = Runtime(cfg)\n"
+        "    asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGTERM)\n"
+        "    return await rt.run()\n"
+        "code = asyncio.run(main())\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # the supervisor, again, while the interpreter winds down\n"
+        "time.sleep(0.2)\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])

@@ -237,6 +237,8 @@ def test_csserver_runs_with_no_capability_as_its_own_user():
     service = unit_file("csserver.service")["Service"]
     assert capabilities(service) == (set(), set())
     assert "CapabilityBoundingSet" in service and "AmbientCapabilities" in service  # empty, not merely unset
-    assert service["DynamicUser"] == "yes" and "User" not in service and service["NoNewPrivileges"] == "yes"
+    # The package's system user (sysusers.d), never root; it owns /var/lib/csserver across restarts.
+    assert service["User"] == service["Group"] == "csserver" and "DynamicUser" not in service
+    assert service["NoNewPrivileges"] == "yes"
     assert "AF_PACKET" not in service["RestrictAddressFamilies"].split()
     assert (service["StateDirectoryMode"], service["UMask"]) == ("0700", "0077")

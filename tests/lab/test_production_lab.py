@@ -41,7 +41,8 @@ def test_track_script_moves_vip_and_recovery_moves_it_back(lab, tmp_path):
     flag.touch()
     wait_until(lambda: node_a.instance("VI_1")["effective_priority"] == 90, 3, message="weight not applied")
     # the status says why: the script is down
-    assert node_a.instance("VI_1")["track"] == {"interfaces": {"eth0": "up"}, "scripts": {"chk": "down"}}
+    assert node_a.instance("VI_1")["track"] == {"interfaces": {"eth0": "up"}, "scripts": {"chk": "down"},
+                                                 "weights": {"chk": -60}}
     wait_until(lambda: holder(net.hosts) == "b", master_down_interval(100) + 3, message="VIP did not move to b")
     assert node_a.state("VI_1") == "BACKUP"
     flag.unlink()
@@ -217,6 +218,9 @@ def test_metrics_endpoint_serves_live_state_and_counters(lab, tmp_path):
     assert any(l.startswith("vrrpd_instance_state{") and 'state="MASTER"' in l and l.endswith(" 1")
                for l in first.splitlines()), first
     assert any(l.startswith("vrrpd_instance_priority{") and l.endswith(" 150") for l in first.splitlines())
+    # the keepalived exporter's names, which keepalived dashboards query, with live values
+    assert 'keepalived_vrrp_state{iname="VI_1",intf="eth0",vrid="51",ip_address="192.0.2.100"} 2' in first.splitlines()
+    assert "keepalived_up 1" in first.splitlines()
     wait_until(lambda: sent(scrape()) > sent(first), 3, 0.05, message="adverts_tx did not grow between scrapes")
     assert abs(sent(scrape()) - node_a.instance("VI_1")["stats"]["adverts_tx"]) <= 2
     # only /metrics is served

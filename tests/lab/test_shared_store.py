@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from labkit.csserver_node import PORT, REPO, CsserverNode, csserver_toml, http
+from labkit.netns import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -45,6 +46,17 @@ def test_adoption_and_fencing_with_vip_moved_by_hand(lab):
     node_a = CsserverNode.start(a, lab.tmpdir, csserver_toml("cs-a", ALIASES, BACKUP, store))
     node_b = CsserverNode.start(b, lab.tmpdir, csserver_toml("cs-b", ALIASES, BACKUP, store))
     config = node_a.config_path  # the client reads [cluster] aliases and the port from it
+
+    # One SQLite file on one host, deliberately: each node says so at start, then shows the other that
+    # they share it (each joins the store at start and beats every 2 s, and asks the other at its VIP),
+    # which is what lets it act as the other's backup. Said once each.
+    for node, partner in ((node_a, "cs-b"), (node_b, "cs-a")):
+        assert [e["partners"] for e in node.events() if e.get("event") == "store_single_host"] == [[partner]]
+        wait_until(lambda n=node, p=partner: [e for e in n.events() if e.get("event") == "store_shared"
+                                              and e.get("partner") == p], 10, 0.05,
+                   message=f"{node.host.name} never found it shares the store with {partner}")
+    for node in (node_a, node_b):
+        assert len([e for e in node.events() if e.get("event") == "store_shared"]) == 1
 
     # A context of A, created and written through VIP-A.
     code, created, err = ctx_cli(client, config, "create", "--via", "cs-a")

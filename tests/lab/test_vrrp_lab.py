@@ -100,11 +100,19 @@ def test_preempt_on_return(lab, tmp_path, preempt):
             assert holder(net.hosts) == "b"
 
 
-def test_equal_priority_higher_address_wins(lab, tmp_path):
-    net, node_a, node_b = start_pair(lab, tmp_path, prio_a=100, prio_b=100)
+def test_between_two_masters_of_equal_priority_the_higher_address_wins(lab, tmp_path):
+    """RFC 5798 6.4.3: the tie-break is the masters'. Both become master while they cannot hear each other
+    (b's VRRP blocked); once they do, the higher primary address keeps the VIP. (A backup never applies it:
+    an equal-priority backup leaves a live master alone, tests/lab/test_host_life.py.)"""
+    net = lab(2)
     a, b = net.hosts
     assert int(b.ipv4) > int(a.ipv4)
+    b.block_vrrp(True)
+    node_a = VrrpdNode(a, tmp_path, [instance(100)]).start()
+    node_b = VrrpdNode(b, tmp_path, [instance(100)]).start()
+    wait_master(node_a)
     wait_master(node_b)
+    b.block_vrrp(False)
     wait_until(lambda: node_a.state("VI_1") == "BACKUP", master_down_interval(100) + 3)
     wait_until(lambda: holder(net.hosts) == "b", 2)
 
@@ -180,13 +188,17 @@ def test_a_healed_split_brain_leaves_hosts_pointing_at_the_master(lab, tmp_path)
     # one datagram makes the client resolve the VIP (ARP), as any traffic would
     client.run([sys.executable, "-c", f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{VIP4}', 9))"])
     wait_until(lambda: client_mac() == a.mac, 2, 0.02, message="the client never resolved the VIP to a")
-    for trial in range(3):  # the heal races a's and b's adverts; every trial must end with a's MAC
+    # The heal races a's and b's adverts; every trial must end with a's MAC. In the last two, b's side heals
+    # first (b hears a, yields, and its last advert is lost, a not hearing b yet), as the chaos run found.
+    for trial, b_first in enumerate((False, True, True)):
         _partition(a, b, True)
         _partition(b, a, True)
         wait_until(lambda: node_b.state("VI_1") == "MASTER", master_down_interval(100) + 2, message="b never took over")
         wait_until(lambda: client_mac() == b.mac, 2, 0.02, message="b's gratuitous ARP never reached the client")
-        _partition(a, b, False)
         _partition(b, a, False)
+        if b_first:
+            wait_until(lambda: node_b.state("VI_1") == "BACKUP", 2, message="b did not yield on hearing a")
+        _partition(a, b, False)
         wait_until(lambda: node_b.state("VI_1") == "BACKUP", 2, message="b did not yield after the heal")
         wait_until(lambda: client_mac() == a.mac, 1.0, 0.02,
                    message=f"trial {trial}: the client still sends to b, which no longer holds the VIP")

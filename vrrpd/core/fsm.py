@@ -36,6 +36,7 @@ OWNER_PRIORITY = 255
 # advert: adverts that arrive together (a backlog after a freeze, a split brain healing) cause one burst,
 # and it goes out after whatever the other node announced while it believed itself master.
 REANNOUNCE_DELAY_S = 0.05
+LAST_WORD_REPEATS = 2  # after yielding, the last advert is sent again this often (see _advert_in_master)
 
 
 class ProtocolMisuse(RuntimeError):
@@ -280,10 +281,13 @@ class _Timers:
     reannounce: float | None = None  # MASTER: a lower-priority master was heard; announce again then
     answered: float | None = None  # MASTER: when a lower-priority master was last answered at once
     garp_delay: float | None = None  # MASTER: the delayed second round of announcements (garp_master_delay)
+    last_word: float | None = None  # BACKUP, just yielded: the next repeat of the last advert
+    last_words: int = 0  # how many repeats are left
 
     def clear(self) -> None:
         self.adver = self.master_down = self.garp_refresh = self.preempt_until = self.reannounce = None
         self.answered = self.garp_delay = None
+        self.last_word, self.last_words = None, 0
 
 
 @dataclass
@@ -324,7 +328,9 @@ class VirtualRouter:
         """The earliest time `handle_timer` has work to do, or None."""
         t = self._timers
         if self.state is State.BACKUP:
-            return t.master_down  # the only timer a backup runs
+            if t.last_word is None:
+                return t.master_down  # the one timer a backup runs, but for a moment after yielding
+            return t.last_word if t.master_down is None else min(t.master_down, t.last_word)
         pending = [d for d in (t.adver, t.master_down, t.garp_refresh, t.reannounce, t.garp_delay) if d is not None]
         return min(pending) if pending else None
 
@@ -351,6 +357,10 @@ class VirtualRouter:
     def handle_timer(self, now: float) -> list[Effect]:
         t = self._timers
         effects: list[Effect] = []
+        if self.state is State.BACKUP and t.last_word is not None and now >= t.last_word:
+            t.last_words -= 1
+            t.last_word = now + _cs(self.params.advert_interval_cs) if t.last_words > 0 else None
+            effects.append(SendAdvert(self.effective_priority))
         if self.state is State.BACKUP and t.master_down is not None and now >= t.master_down:
             if self.params.sync_gated:
                 t.master_down = None
@@ -500,9 +510,14 @@ class VirtualRouter:
             # Yielding, we send one last advert at our priority: the winner, hearing a lower-priority
             # master, re-announces the addresses. Without it a split brain that heals with the winner's
             # advert arriving first leaves hosts pointing at us (our gratuitous ARPs were the last they
-            # heard) until their ARP entries expire, tens of seconds (found by the chaos run).
-            return [SendAdvert(self.effective_priority)] + self._become_backup(
+            # heard) until their ARP entries expire, tens of seconds (found by the chaos run). A partition
+            # heals one side first as often as not (a filter lifted here before there): the winner may not
+            # hear us yet, so the last word is said again, twice, an advert interval apart.
+            effects = [SendAdvert(self.effective_priority)] + self._become_backup(
                 now, "higher_priority_master", src, advert.adver_int_cs)
+            if LAST_WORD_REPEATS:
+                t.last_word, t.last_words = now + _cs(self.params.advert_interval_cs), LAST_WORD_REPEATS
+            return effects
         # RFC 9568 6.4.3: a lower-priority master exists: re-advertise at once so it yields, and
         # re-announce, since switches and hosts may still point at the other node (keepalived issue 166):
         # once, shortly, for however many such adverts arrive meanwhile.

@@ -184,7 +184,14 @@ class Node:
             self.global_stats.count_drop(packet.DropReason.VRID)
             return []
         if src == r.primary:
-            return []  # our own advert, looped back (unicast to ourselves)
+            if payload in (p for _, p in r.cache.adverts(r.fsm.effective_priority)):
+                return []  # our own advert, looped back (unicast to ourselves)
+            # Another host sends from our address (cloned VMs share a MAC and so an EUI-64 link-local; a
+            # duplicate IPv4 address): neither can tell the other's adverts from its own. Say so.
+            r.stats.duplicate_address += 1
+            self._warn(r, "duplicate_address", now, address=str(src),
+                       detail="another host sends VRRP from this node's own source address")
+            return self._finish(now)
         reason = check_advert(result, src, r.inst, r.vips)
         if reason is not None:
             r.stats.count_drop(reason)
@@ -839,12 +846,21 @@ class Node:
         r.since = now
         if new is State.MASTER:
             r.stats.master_transitions += 1
+        elif old is State.MASTER:
+            r.stats.master_releases += 1
         if r.group is not None:
             self._dirty_groups.add(r.group)
             if old is State.MASTER and new is State.BACKUP and not reason.startswith("sync"):
                 self._yielded.add(r.group)
         priority = r.fsm.effective_priority
         self._emit(r, StateChanged(r.inst.name, r.inst.vrid, r.inst.family, old, new, reason, priority))
+        if old is State.MASTER and reason == "higher_priority_master":
+            # Another master on this link: a split brain has just healed, and hosts may have followed the
+            # other node's announcements for the VIPs this node still holds too (a dual-master pair after a
+            # partition). They hear from us again now, not when their neighbour entries expire.
+            for other in self._by_link.get(r.key, {}).values():
+                if other is not r and other.fsm.state is State.MASTER:
+                    self._announce(other, self._frames(other), max(1, other.inst.garp_repeat))
         jobs = jobs_for(r.inst, new, priority)
         if jobs:
             self._emit(r, Notify(jobs))

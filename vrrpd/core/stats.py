@@ -10,6 +10,7 @@ from vrrpd.core.packet import DropReason
 @dataclass(slots=True)
 class Stats:
     master_transitions: int = 0
+    master_releases: int = 0  # transitions out of MASTER (keepalived: release_master)
     adverts_rx: int = 0
     adverts_tx: int = 0
     priority_zero_rx: int = 0
@@ -39,6 +40,7 @@ class Stats:
     vips_restored: int = 0  # VIPs someone else removed from under this master, put back
     announcements_tx: int = 0  # gratuitous ARP / unsolicited NA frames handed to the socket
     garp_delays: int = 0  # delayed second rounds of announcements (garp_master_delay) sent
+    duplicate_address: int = 0  # adverts from our own source address that are not ours
     split_brain_seen: int = 0  # as master, heard another master of equal or higher priority
 
     def count_drop(self, reason: DropReason) -> None:

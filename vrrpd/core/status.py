@@ -46,8 +46,11 @@ def _instance(node: Node, r, wall_time: Callable[[float], str]) -> dict:
 def _track(node: Node, inst) -> dict:
     """What the instance tracks and how it stands (an addition to SPEC 5: why a priority is what it is)."""
     names = (inst.interface, *(t.name for t in inst.track_interface))
+    weights = {t.name: t.weight for t in inst.track_interface}
+    weights.update({name: node.config.script(name).weight for name in inst.track_script})
     return {"interfaces": {name: node.link_state(name) for name in names},
             "scripts": {name: node.script_state(name) for name in inst.track_script},
             "files": {ref.name: node.file_state(ref.name) for ref in inst.track_file},
-            "processes": {ref.name: node.process_state(ref.name) for ref in inst.track_process}}
+            "processes": {ref.name: node.process_state(ref.name) for ref in inst.track_process},
+            "weights": weights}
 

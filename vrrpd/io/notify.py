@@ -25,6 +25,8 @@ class NotifyRunner:
         self.failures = 0
         self.completed = 0
         self.dropped = 0
+        self.exits: dict[str, int] = {}  # exit code ("0", "1", ...), "timeout" or "spawn_error" -> commands
+        self.seconds = 0.0  # time spent running commands, in total
         self._log = logging.get("vrrpd.notify")
 
     def start(self) -> None:
@@ -62,6 +64,13 @@ class NotifyRunner:
                 self._queue.task_done()
 
     async def _run(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = await self._outcome(job)
+        self.seconds += loop.time() - started
+        self.exits[outcome] = self.exits.get(outcome, 0) + 1
+
+    async def _outcome(self, job: Job) -> str:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *job.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -69,7 +78,7 @@ class NotifyRunner:
         except OSError as exc:
             self.failures += 1
             self._log.error("notify_failed", argv=list(job.argv), error=str(exc))
-            return
+            return "spawn_error"
         self._proc = proc
         try:
             _, stderr = await asyncio.wait_for(proc.communicate(), self.timeout)
@@ -78,10 +87,11 @@ class NotifyRunner:
             kill_group(proc.pid)
             await proc.wait()
             self._log.error("notify_timeout", argv=list(job.argv), timeout=self.timeout)
-            return
+            return "timeout"
         if proc.returncode != 0:
             self.failures += 1
             self._log.warning("notify_failed", argv=list(job.argv), exit=proc.returncode,
                               stderr=stderr.decode(errors="replace")[-500:])
         else:
             self.completed += 1
+        return str(proc.returncode)

@@ -7,6 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from csserver.haid import MAX_ID, Haid, MalformedHaid, alias_problem, decode, encode
+from tests.pure.csserver.linkis_haid import linkis_decode
 
 
 def test_spec_example():
@@ -69,19 +70,37 @@ def test_alias_rules():
     assert "--" in alias_problem("a--b")
     assert alias_problem("a" * 65)
     assert alias_problem(7)
+    for edge in ("-a", "a-", "-"):
+        assert "start or end" in alias_problem(edge)
+
+
+def test_csserver_never_issues_a_haid_linkis_splits_differently():
+    # "a-" and "-b" would join into "2-2--a--b1": Linkis splits that at both "--" and rejects it.
+    with pytest.raises(MalformedHaid):
+        encode("a-", "-b", 1)
+    with pytest.raises(MalformedHaid):
+        decode("2-2--a--b1")
+    assert linkis_decode("2-2--a--b1") is None
 
 
 ALIAS_CHARS = "abcXYZ019_.-"
-aliases = st.text(alphabet=ALIAS_CHARS, min_size=1, max_size=64).filter(lambda a: "--" not in a)
+aliases = st.text(alphabet=ALIAS_CHARS, min_size=1, max_size=64).filter(lambda a: alias_problem(a) is None)
 ids = st.integers(min_value=1, max_value=MAX_ID)
 
 
 @given(aliases, aliases, ids)
-@example("-", "-", 1)
+@example("a.-b", "_-_", 1)
 @example("a" * 64, "b" * 64, MAX_ID)
 def test_every_valid_triple_round_trips(primary, backup, id_):
     text = encode(primary, backup, id_)
     assert decode(text) == Haid(primary, backup, id_)
+
+
+@given(aliases, aliases, ids)
+@example("cs-a", "cs-b", 84835)
+@example("x.-y", "z", 7)
+def test_linkis_parses_every_haid_csserver_issues_the_same_way(primary, backup, id_):
+    assert linkis_decode(encode(primary, backup, id_)) == (primary, backup, id_)
 
 
 # Strings near the format find more edge cases than arbitrary text; arbitrary text is tried too.
@@ -102,6 +121,17 @@ def test_no_string_makes_decode_raise_anything_but_its_own_error(text):
     except MalformedHaid:
         return
     assert encode(haid.primary, haid.backup, haid.id) == text  # what decodes is the canonical spelling
+    assert linkis_decode(text) == (haid.primary, haid.backup, haid.id)  # and Linkis reads it the same way
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("8-8--cs_1_devcs_2_dev84835", ("cs_1_dev", "cs_2_dev", 84835)),  # route labels, the shipped suffix
+    ("5-5--cs_1_cs_2_84835", ("cs_1_", "cs_2_", 84835)),  # route labels, the default empty suffix
+    ("5-5--cs_1_cs_1_84835", ("cs_1_", "cs_1_", 84835)),  # a single instance is its own backup
+])
+def test_ids_linkis_issues_today_decode_identically(text, expected):
+    assert linkis_decode(text) == expected
+    assert decode(text) == Haid(*expected)
 
 
 @given(st.one_of(st.none(), st.integers(), st.binary(), st.lists(st.integers())))

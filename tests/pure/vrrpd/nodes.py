@@ -181,12 +181,15 @@ class Lan:
         self.hosts: list[Host] = []
         self.now = 0.0
         self.cut: set[str] = set()  # hosts whose adverts neither leave nor arrive (a partition)
+        self.blocked: set[tuple[str, str]] = set()  # (sender, receiver): one direction of a partition
 
     def deliver(self, sender: Host, tx: n.Transmit) -> None:
         if sender.name in self.cut:
             return
         for other in self.hosts:
             if other is sender or other.name in self.cut or not other.up.get(tx.ifname):
+                continue
+            if (sender.name, other.name) in self.blocked:
                 continue
             if other.sockets.get((tx.ifname, tx.family)) != other.index.get(tx.ifname):
                 continue  # a stale socket hears nothing

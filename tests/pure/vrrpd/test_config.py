@@ -182,7 +182,9 @@ def test_csserver_samples_follow_spec_section_6():
         assert data["node"] == {"alias": alias, "listen": "0.0.0.0:9100"}
         assert data["cluster"] == {"aliases": {"cs-a": "192.0.2.100", "cs-b": "192.0.2.101"},
                                    "backup": {"cs-a": "cs-b", "cs-b": "cs-a"}}
-        assert data["store"] == {"url": "sqlite:///var/lib/csserver/contexts.db"}
+        # Two hosts share one PostgreSQL (issue 12): a SQLite file per host is no shared store.
+        assert data["store"] == {"url": "postgresql://csserver@pg1.example,pg2.example/csserver"
+                                        "?target_session_attrs=read-write"}
 
 
 # ---- every rule gives FILE:LINE: key: message --------------------------------------------------------

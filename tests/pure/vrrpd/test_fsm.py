@@ -124,6 +124,8 @@ def test_master_yields_to_higher_priority_and_releases_addresses():
     effects = r.handle(AdvertReceived(advert(200), B), 5.0)
     assert kinds(effects) == [SendAdvert, RemoveAddresses, StateChanged]
     assert r.state is State.BACKUP
+    assert r.next_deadline() == pytest.approx(6.0)  # the last advert, said again (see below)
+    r.handle_timer(6.0), r.handle_timer(7.0)
     assert r.next_deadline() == pytest.approx(5.0 + 3.60)
 
 
@@ -154,6 +156,13 @@ def test_a_master_that_yields_sends_one_last_advert_so_the_winner_re_announces()
     assert kinds(effects) == [SendAdvert, RemoveAddresses, StateChanged] and effects[0] == SendAdvert(100)
     assert winner.handle(AdvertReceived(advert(100), A), 9.001) == [SendAdvert(200)]
     assert winner.handle_timer(9.001 + REANNOUNCE_DELAY_S) == [Announce(2)]
+    # ... and says it twice more, an interval apart, in case the winner could not hear it yet (a partition
+    # heals one side first): then only the Master_Down_Timer is left.
+    assert loser.next_deadline() == pytest.approx(10.0)
+    assert loser.handle_timer(10.0) == [SendAdvert(100)]
+    assert loser.handle_timer(11.0) == [SendAdvert(100)]
+    assert loser.next_deadline() == pytest.approx(9.0 + master_down_interval_cs(100, 100) / 100)
+    assert loser.state is State.BACKUP
 
 
 def test_equal_priority_higher_address_wins_both_ways():

@@ -70,7 +70,8 @@ def test_a_lower_priority_master_heard_gets_garp_lower_prio_repeat_messages(repe
     lan.cut.clear()
     lan.run_until(12.0)
     after = announcements(host)[1:]
-    assert after == ([] if expected is None else [(expected, 0.0)])
+    # one burst per lower-priority advert heard (the yielding node says its last word more than once)
+    assert (not after) if expected is None else (after and set(after) == {(expected, 0.0)})
     assert other.state() is State.BACKUP
 
 

@@ -65,3 +65,59 @@ def test_no_instances_and_odd_values():
     assert value(samples, "vrrpd_instance_master_adver_interval_seconds", instance="VI_A") != 0  # NaN
 
 
+
+
+# ---- the keepalived exporter's vocabulary, beside vrrpd's own ------------------------------------------
+
+KEEPALIVED_NAMES = (
+    "keepalived_up", "keepalived_vrrp_state", "keepalived_advertisements_received_total",
+    "keepalived_advertisements_sent_total", "keepalived_become_master_total", "keepalived_release_master_total",
+    "keepalived_packet_length_errors_total", "keepalived_advertisements_interval_errors_total",
+    "keepalived_ip_ttl_errors_total", "keepalived_invalid_type_received_total", "keepalived_address_list_errors_total",
+    "keepalived_authentication_invalid_total", "keepalived_authentication_mismatch_total",
+    "keepalived_authentication_failure_total", "keepalived_priority_zero_received_total",
+    "keepalived_priority_zero_sent_total", "keepalived_gratuitous_arp_delay_total", "keepalived_script_status",
+)
+
+
+def test_the_keepalived_exporters_names_labels_and_values():
+    families, samples = parse(render(sample_status()))
+    assert set(KEEPALIVED_NAMES) <= set(families)
+    assert value(samples, "keepalived_up") == 1
+    a = {"iname": "VI_A", "intf": "eth0", "vrid": "51"}
+    b = {"iname": "VI_B6", "intf": "eth1", "vrid": "52"}
+    assert value(samples, "keepalived_vrrp_state", ip_address="192.0.2.100", **a) == 2  # MASTER
+    assert value(samples, "keepalived_vrrp_state", ip_address="2001:db8::100", **b) == 1  # BACKUP
+    assert value(samples, "keepalived_advertisements_sent_total", **a) == 12
+    assert value(samples, "keepalived_become_master_total", **a) == 1
+    assert value(samples, "keepalived_ip_ttl_errors_total", **b) == 2
+    assert value(samples, "keepalived_priority_zero_received_total", **b) == 1
+    assert [v for n, ls, v in samples if n == "keepalived_script_status" and ls == {"name": "chk"}] == [1]
+    assert not [s for s in samples if s[0] == "keepalived_script_status" and s[1]["name"] == "later"]  # pending
+    for name, labels, _ in samples:
+        if name.startswith("keepalived_") and name not in ("keepalived_up", "keepalived_script_status"):
+            assert {"iname", "intf", "vrid"} <= set(labels), (name, labels)
+
+
+def test_one_state_series_per_vip_and_none_for_a_stopping_instance():
+    status = sample_status()
+    status["instances"][0]["virtual_ipaddress"] = ["192.0.2.100/24", "192.0.2.101/24"]
+    status["instances"][1]["state"] = "STOP"
+    _, samples = parse(render(status))
+    states = [(s[1]["iname"], s[1]["ip_address"], s[2]) for s in samples if s[0] == "keepalived_vrrp_state"]
+    assert states == [("VI_A", "192.0.2.100", 2), ("VI_A", "192.0.2.101", 2)]
+
+
+def test_vrrpds_own_additions():
+    _, samples = parse(render(sample_status()))
+    labels = {"instance": "VI_A", "interface": "eth0", "vrid": "51", "family": "ipv4"}
+    assert value(samples, "vrrpd_instance_priority", **labels) == 150
+    assert value(samples, "vrrpd_instance_effective_priority", **labels) == 90
+    assert value(samples, "vrrpd_instance_last_transition_timestamp_seconds", **labels) == 1795341600.0
+    assert value(samples, "vrrpd_track_up", kind="interface", tracked="eth1", **labels) == 0
+    assert value(samples, "vrrpd_track_weight", kind="script", tracked="chk", **labels) == -60
+    assert value(samples, "vrrpd_notify_exits_total", code="timeout") == 1
+    assert value(samples, "vrrpd_notify_seconds_total") == 0.75
+    for name in ("vrrpd_split_brain_seen_total", "vrrpd_announcements_tx_total", "vrrpd_vip_add_errors_total",
+                 "vrrpd_vip_remove_errors_total"):
+        assert value(samples, name, **labels) == 0

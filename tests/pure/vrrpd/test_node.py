@@ -402,3 +402,49 @@ def test_a_new_mac_is_announced_at_once_by_a_master_with_frames_of_the_new_mac()
     [announce] = [e for _, e in effects if isinstance(e, n.Announce)]
     assert announce.frames[0][6:12] == bytes.fromhex("020000 00aabb".replace(" ", ""))  # the Ethernet source
     assert announce.repeat == 5
+
+
+def test_an_advert_from_our_own_address_that_we_did_not_send_is_a_duplicate_address():
+    lan = Lan()
+    a = Host(lan, "a", config(instance(priority=150)), "192.0.2.1/24")
+    a.start()
+    lan.run_until(MDI_150)
+    r = a.node.router("VI_1")
+    ours = r.cache.adverts(150)[0][1]
+    src, dst = ip_address("192.0.2.1"), ip_address("224.0.0.18")
+    assert a.node.receive("eth0", "ipv4", ours, src, dst, 255, 5.0) == []  # looped back: ours, ignored
+    clone = encode(Advert(3, 51, 100, 100, (ip_address("192.0.2.100"),)), src=src, dst=dst)
+    effects = a.node.receive("eth0", "ipv4", clone, src, dst, 255, 5.1)
+    assert r.stats.duplicate_address == 1
+    assert [e.effect.event for e in effects if isinstance(e.effect, n.Log)] == ["duplicate_address"]
+
+
+def test_a_partition_healing_one_side_first_still_re_points_the_hosts():
+    """The chaos run's finding: while VRRP is partitioned b is master of VI_A too and the hosts follow its
+    gratuitous ARPs. The partition heals on b's side first: b hears a, yields VI_A, and its last advert is
+    lost (a cannot hear b yet). a must still announce VI_A again once it hears b, or hosts keep sending to b
+    until their neighbour entries expire: b says its last word twice more, and a yielding VI_B to b (a split
+    brain just healed) re-announces the VIPs a still holds."""
+    lan = Lan()
+    node_a = instance("VI_A", 51, 150, ("192.0.2.100/24",)) + instance("VI_B", 52, 100, ("192.0.2.101/24",))
+    node_b = instance("VI_A", 51, 100, ("192.0.2.100/24",)) + instance("VI_B", 52, 150, ("192.0.2.101/24",))
+    a = Host(lan, "a", config(node_a), "192.0.2.1/24")
+    b = Host(lan, "b", config(node_b), "192.0.2.2/24")
+    a.start(), b.start()
+    lan.run_until(10.0)
+    lan.blocked |= {("a", "b"), ("b", "a")}
+    lan.run_until(20.0)
+    assert b.state("VI_A") is State.MASTER and a.state("VI_A") is State.MASTER  # a split brain
+    lan.blocked.discard(("a", "b"))  # b hears a again; a does not hear b yet
+    lan.run_until(20.5)
+    assert b.state("VI_A") is State.BACKUP
+    before = len(a.of_type(n.Announce))
+    lan.blocked.clear()  # a's side heals 0.5 s later
+    lan.run_until(21.6)
+    frames = [f for e in a.of_type(n.Announce)[before:] for f in e.frames]
+    assert garp_target("192.0.2.100", "02:00:00:00:00:02") in frames, "a never announced VIP-A again"
+
+
+def garp_target(vip: str, mac: str) -> bytes:
+    from vrrpd.core.frames import garp_frame
+    return garp_frame(ip_address(vip), mac)
