@@ -30,6 +30,14 @@ VRRPD_PROBE = f"""{UNKNOWN} = 1
 name = "s"
 command = ["/bin/true"]
 {UNKNOWN} = 1
+[[track_file]]
+name = "f"
+file = "/f"
+{UNKNOWN} = 1
+[[track_process]]
+name = "p"
+process = "p"
+{UNKNOWN} = 1
 [[instance]]
 name = "VI_1"
 interface = "eth0"
@@ -89,9 +97,10 @@ def test_man_pages_render_without_warnings(page):
 def test_vrrpd_toml_5_documents_every_key_the_checker_accepts():
     page = sections(rendered("man5/vrrpd.toml.5"))
     keys = known_keys(vrrpd_parse, ConfigError, VRRPD_PROBE)
-    assert keys.pop("(top level)") == ["global", "script", "instance", "sync_group"]
+    assert keys.pop("(top level)") == ["global", "script", "track_file", "track_process", "instance", "sync_group"]
     heading = {"global": "[global]", "script": "[[script]]", "instance": "[[instance]]",
-               "instance.track_interface": "[[instance]]", "sync_group": "[[sync_group]]"}
+               "instance.track_interface": "[[instance]]", "sync_group": "[[sync_group]]",
+               "track_file": "[[track_file]]", "track_process": "[[track_process]]"}
     missing = {table: [k for k in names if not re.search(rf"\b{k}\b", page[heading[table]])]
                for table, names in keys.items()}
     assert missing == {table: [] for table in keys}
