@@ -36,7 +36,10 @@ RTN_UNICAST, RTPROT_STATIC, RT_TABLE_MAIN, RT_TABLE_COMPAT = 1, 4, 254, 252
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 FR_ACT_TO_TBL = 1
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
-IFLA_ADDRESS, IFLA_IFNAME = 1, 3
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_LINKINFO, IFLA_AF_SPEC = 1, 3, 5, 18, 26
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_MACVLAN_MODE, MACVLAN_MODE_PRIVATE, MACVLAN_MODE_BRIDGE = 1, 1, 4
+IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 IFA_F_NODAD, IFA_F_SECONDARY, IFA_F_TENTATIVE = 0x02, 0x80, 0x40
@@ -185,6 +188,55 @@ def rule_body(family: int, table: int, *, src=None, dst=None, priority: int | No
     return body
 
 
+def macvlan_body(name: str, link: int, mac: str, mode: int = MACVLAN_MODE_BRIDGE) -> bytes:
+    """An ifinfomsg creating macvlan `name` (down) on interface `link` with address `mac`:
+    `ip link add NAME link LINK address MAC type macvlan mode bridge`."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    body += attribute(IFLA_IFNAME, name.encode() + b"\0") + attribute(IFLA_LINK, struct.pack("=I", link))
+    body += attribute(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
+    data = attribute(IFLA_MACVLAN_MODE, struct.pack("=I", mode))
+    return body + attribute(IFLA_LINKINFO, attribute(IFLA_INFO_KIND, b"macvlan") + attribute(IFLA_INFO_DATA, data))
+
+
+def link_set_body(index: int, *, up: bool | None = None, no_ipv6_addresses: bool = False) -> bytes:
+    """An ifinfomsg changing interface `index`: up or down, and/or `addrgenmode none` (no link-local of its
+    own; a kernel takes that only once the interface exists, not in the message that makes it)."""
+    flags, change = (IFF_UP if up else 0), (IFF_UP if up is not None else 0)
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change)
+    if no_ipv6_addresses:
+        inet6 = attribute(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
+        body += attribute(IFLA_AF_SPEC, attribute(socket.AF_INET6, inet6))
+    return body
+
+
+def link_index_body(index: int) -> bytes:
+    return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+
+
+def macvlan_supported() -> str | None:
+    """Why this kernel cannot make macvlans (None: it can), asked without making one: a macvlan without a
+    lower interface is refused with EINVAL by a kernel that knows the kind, EOPNOTSUPP by one that does not."""
+    probe = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attribute(IFLA_IFNAME, b"vrrpd-probe\0") + attribute(
+        IFLA_LINKINFO, attribute(IFLA_INFO_KIND, b"macvlan"))
+    message = _NLMSGHDR.pack(_NLMSGHDR.size + len(probe), RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+                             | NLM_F_EXCL, 1, 0) + probe
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(REQUEST_TIMEOUT_S)
+        sock.bind((0, 0))
+        sock.send(message)
+        for kind, _, _, body in messages(sock.recv(65536)):
+            if kind == NLMSG_ERROR and len(body) >= 4:
+                code = -_ERRNO.unpack_from(body)[0]
+                if code == errno.EOPNOTSUPP:
+                    return "this kernel has no macvlan (CONFIG_MACVLAN)"
+                if code in (errno.EPERM, errno.EACCES):
+                    return "no permission to make interfaces (CAP_NET_ADMIN)"
+                if code == 0:  # made after all (cannot happen without a lower interface): do not leave it
+                    return "the macvlan probe made an interface; remove vrrpd-probe"
+                return None
+    return None
+
+
 # ---- asking -----------------------------------------------------------------------------------------------
 
 
@@ -277,6 +329,17 @@ class Rtnl:
         answers = await self.request(RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
         return [link for kind, body in answers if kind == RTM_NEWLINK and (link := parse_link(body))]
 
+    async def link(self, name: str) -> Link | None:
+        """The interface of that name now, or None."""
+        try:
+            answers = await self.request(RTM_GETLINK, 0, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+                                         + attribute(IFLA_IFNAME, name.encode() + b"\0"))
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                return None
+            raise
+        return next((link for kind, body in answers if kind == RTM_NEWLINK and (link := parse_link(body))), None)
+
     async def addresses(self) -> list[Addr]:
         answers = await self.request(RTM_GETADDR, NLM_F_DUMP, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
         return [addr for kind, body in answers if kind == RTM_NEWADDR and (addr := parse_addr(body))]
@@ -288,6 +351,18 @@ class Rtnl:
     async def remove_address(self, index: int, address: Interface) -> None:
         """Remove `address`; OSError(EADDRNOTAVAIL) when it is not there."""
         await self.request(RTM_DELADDR, NLM_F_ACK, addr_body(index, address))
+
+    async def add_link(self, body: bytes) -> None:
+        """Create the interface of `macvlan_body`; OSError(EEXIST) when the name is taken."""
+        await self.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+    async def set_link(self, body: bytes) -> None:
+        """Change an interface as `link_set_body` says."""
+        await self.request(RTM_NEWLINK, NLM_F_ACK, body)
+
+    async def delete_link(self, index: int) -> None:
+        """Delete interface `index`; OSError(ENODEV) when there is none."""
+        await self.request(RTM_DELLINK, NLM_F_ACK, link_index_body(index))
 
     async def add_route(self, body: bytes) -> None:
         """Add the route of `route_body`; OSError(EEXIST) when it is there already."""

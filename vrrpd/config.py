@@ -104,6 +104,25 @@ class Instance:
     # accepts packets addressed to the VIPs; false: a non-owner master drops them (nftables, keepalived's
     # vrrp_strict / no_accept).
     accept_mode: bool = True
+    # keepalived's use_vmac: a macvlan with the virtual MAC 00:00:5e:00:01:VRID (IPv6: 00:00:5e:00:02:VRID)
+    # holds the VIPs and sends the adverts and announcements, so a takeover needs no ARP update on the hosts.
+    vmac: str | None = None  # its name (use_vmac = true: "vrrp.VRID", IPv6 "vrrp6.VRID"; or the name given)
+    vmac_xmit_base: bool = False  # adverts from the base interface instead of the macvlan
+
+    @property
+    def vmac_address(self) -> str:
+        """RFC 5798 7.3: the virtual router MAC address."""
+        return f"00:00:5e:00:{2 if self.family == 'ipv6' else 1:02x}:{self.vrid:02x}"
+
+    @property
+    def vip_interface(self) -> str:
+        """Where the VIPs live: the macvlan with use_vmac, else the instance's interface."""
+        return self.vmac or self.interface
+
+    @property
+    def advert_interface(self) -> str:
+        """Where the adverts leave from: the macvlan with use_vmac (unless vmac_xmit_base)."""
+        return self.vmac if self.vmac and not self.vmac_xmit_base else self.interface
 
     @property
     def addresses(self) -> tuple[Interface, ...]:
@@ -299,7 +318,7 @@ _INSTANCE_KEYS = (
     "garp_interval", "gna_interval", "track_interface",
     "track_script", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "auth_type",
     "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary", "virtual_ipaddress_excluded", "virtual_routes",
-    "virtual_rules", "track_file", "track_process", "accept_mode",
+    "virtual_rules", "track_file", "track_process", "accept_mode", "use_vmac", "vmac_xmit_base",
 )  # fmt: skip
 _NOTIFY_KEYS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 
@@ -472,14 +491,38 @@ def _more(t: Table, family: str | None, peers: tuple, unicast_src: Address | Non
         else:
             seen.add(vip.ip)
             excluded.append(vip)
+    vmac, xmit_base = _vmac(t, family)
     accept = t.get("accept_mode", "a boolean", True)
     if accept is False and t.data.get("priority") == 255:
         t.problem("accept_mode", "an address owner (priority 255) always accepts what is addressed to its "
                                  "addresses (RFC 5798 6.1): remove accept_mode")
-    return {"accept_mode": accept, "unicast_ttl": ttl, "mcast_src_ip": mcast_src,
+    return {"vmac": vmac, "vmac_xmit_base": xmit_base, "accept_mode": accept, "unicast_ttl": ttl,
+            "mcast_src_ip": mcast_src,
             "dont_track_primary": t.get("dont_track_primary", "a boolean", False),
             "virtual_ipaddress_excluded": tuple(excluded),
             "virtual_routes": _routes(t, is_interface_name), "virtual_rules": _rules(t, is_interface_name)}
+
+
+def _vmac(t: Table, family: str | None) -> tuple[str | None, bool]:
+    value = t.data.get("use_vmac", False)
+    name = None
+    if isinstance(value, bool):
+        if value:
+            vrid = t.data.get("vrid")
+            name = f"vrrp{'6' if family == 'ipv6' else ''}.{vrid}"
+    elif isinstance(value, str):
+        name = t.text("use_vmac")
+        if name is not None and not is_interface_name(name):
+            t.problem("use_vmac", f"not a Linux interface name: {quote(name)}")
+            name = None
+    else:
+        t.problem("use_vmac", f'must be true, false or the macvlan\'s name ("vrrp.51"), not {describe(value)}')
+    if name is not None and name == t.data.get("interface"):
+        t.problem("use_vmac", f"{name} is the instance's own interface; the macvlan needs a name of its own")
+    xmit_base = t.get("vmac_xmit_base", "a boolean", False)
+    if xmit_base and name is None and "use_vmac" not in t.data:
+        t.problem("vmac_xmit_base", "only with use_vmac")
+    return name, bool(xmit_base)
 
 
 def _garp(t: Table) -> dict:
@@ -588,8 +631,17 @@ def _check_across(checker: _Checker, instances: list[tuple[int, Instance]]) -> N
     """What no single table shows: two instances on one (interface, vrid, family), or sharing a VIP."""
     by_key: dict[tuple, str] = {}
     by_vip: dict[Address, str] = {}
+    by_vmac: dict[str, str] = {}
+    interfaces = {inst.interface for _, inst in instances}
     for position, inst in instances:
         where, label = ("instance", position), f"instance[{name_label(inst.name)}]"
+        if inst.vmac is not None:
+            if inst.vmac in by_vmac or inst.vmac in interfaces:
+                owner = by_vmac.get(inst.vmac)
+                checker.add(where + ("use_vmac",), f"{label}.use_vmac",
+                            f"{inst.vmac} is already " + (f"the macvlan of instance {quote(owner)}" if owner
+                                                         else "the interface of an instance") + ": name it")
+            by_vmac.setdefault(inst.vmac, inst.name)
         if inst.key in by_key:
             checker.add(where + ("vrid",), f"{label}.vrid", f"VRID {inst.vrid} on {inst.interface} ({inst.family}) "
                                                             f"is already used by instance {quote(by_key[inst.key])}")

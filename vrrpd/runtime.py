@@ -37,6 +37,7 @@ from vrrpd.io import nftables, preflight
 from vrrpd.io.notify import NotifyRunner
 from vrrpd.io.procevents import ProcessEvents
 from vrrpd.io.trackfile import TrackFiles
+from vrrpd.io.vmac import Vmacs
 from vrrpd.io.scripts import Scripts
 from vrrpd.io.listen import Listener
 
@@ -88,6 +89,7 @@ class Runtime:
         self.scripts = Scripts(lambda name, up: self.feed([n.ScriptChanged(name, up)]))
         self.notify = NotifyRunner()
         self.fifo = NotifyFifo(config.global_.notify_fifo) if config.global_.notify_fifo else None
+        self.vmacs = Vmacs(self.netlink)
         self.track_files = TrackFiles(lambda name, value: self.feed([n.FileValue(name, value)]))
         self.processes = ProcessEvents(lambda name, count: self.feed([n.ProcessCount(name, count)]))
         self.queues: dict[int, RouterQueue] = {}
@@ -262,9 +264,9 @@ class Runtime:
                 getattr(self.log, level)(event, **fields)
             case n.Status(text=text):
                 self.notifier.status(text)
-            case n.OpenSocket(ifname=ifname, family=family):
+            case n.OpenSocket(ifname=ifname, family=family, send_only=send_only):
                 try:
-                    self.feed([n.SocketChanged(ifname, family, self.listener.open((ifname, family)))])
+                    self.feed([n.SocketChanged(ifname, family, self.listener.open((ifname, family), send_only))])
                 except OSError as exc:
                     self.feed([n.SocketChanged(ifname, family, None, str(exc))])
             case n.CloseSocket(ifname=ifname, family=family):
@@ -323,6 +325,19 @@ class Runtime:
                     self.feed([n.EffectFailed(router, effect, error or "")])
             case n.Notify(jobs=jobs):
                 self.notify.submit(jobs)
+            case n.SetUpVmac(name=name, base=base, mac=mac, create=create):
+                try:
+                    await self.vmacs.set_up(name, base, mac, create)
+                except OSError as exc:
+                    exists = exc.errno == errno.EEXIST
+                    self.log.error("vmac_failed", router=router, interface=name, error=str(exc))
+                    self.feed([n.EffectFailed(router, effect, str(exc), exists)])
+            case n.TearDownVmac(name=name, base=base, delete=delete):
+                try:
+                    await self.vmacs.tear_down(name, base, delete)
+                except OSError as exc:
+                    self.log.error("vmac_failed", router=router, interface=name, error=str(exc))
+                    self.feed([n.EffectFailed(router, effect, str(exc))])
             case n.FilterRules(table=table, script=script):
                 try:
                     await nftables.run_script(script)

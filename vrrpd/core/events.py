@@ -177,6 +177,27 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class SetUpVmac:
+    """Make (with `create`) or adopt macvlan `name` on `base` with address `mac`, as keepalived's use_vmac
+    sets it up: no IPv6 address of its own, ARP answered only for its own addresses (and the base's sysctls
+    to match), up. Bridge mode, so that the base interface still hears adverts sent from the same MAC."""
+
+    name: str
+    base: str
+    mac: str
+    create: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TearDownVmac:
+    """The instance is gone: delete macvlan `name` if this daemon made it, and give `base` its sysctls back."""
+
+    name: str
+    base: str
+    delete: bool
+
+
+@dataclass(frozen=True, slots=True)
 class FilterRules:
     """Run this nft script (`vrrpd.core.accept`): make, replace or delete the instance's own table."""
 
@@ -213,10 +234,12 @@ class StateChanged:
 
 @dataclass(frozen=True, slots=True)
 class OpenSocket:
-    """Open (or re-open: the interface was re-created) the advert socket of (ifname, family); answer SocketChanged."""
+    """Open (or re-open: the interface was re-created) the advert socket of (ifname, family); answer SocketChanged.
+    `send_only`: a macvlan's socket (use_vmac), sending from the virtual MAC; adverts are heard on the base."""
 
     ifname: str
     family: str
+    send_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +289,9 @@ class Retire:
 
 
 Effect = (Transmit | AddAddresses | RemoveAddresses | AddRoutes | RemoveRoutes | Announce | Notify | FifoLine
-          | FilterRules | PruneFilters
+          | FilterRules | PruneFilters | SetUpVmac | TearDownVmac
           | StateChanged | OpenSocket | CloseSocket | RunScripts | WatchFiles | WatchProcesses | Log | Status | Retire)
-QUEUED = (FilterRules, AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, FifoLine, Retire)
+QUEUED = (SetUpVmac, TearDownVmac, FilterRules, AddAddresses, RemoveAddresses, AddRoutes, RemoveRoutes, Announce, Notify, FifoLine, Retire)
 
 
 class Routed(NamedTuple):

@@ -77,6 +77,13 @@ class NoAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class NoVmac:
+    """use_vmac: the macvlan is missing, down, not yet set up, or its name is taken by another interface."""
+
+    label = "no_vmac"
+
+
+@dataclass(frozen=True, slots=True)
 class TrackedInterfaceDown:
     """A weight-0 track_interface is down or missing."""
 
@@ -131,7 +138,7 @@ class SyncHeld:
         return f"sync:{self.group}"
 
 
-FaultReason = (NoInterface | LinkDown | NoSocket | NoAddress | TrackedInterfaceDown | TrackedScriptDown
+FaultReason = (NoInterface | LinkDown | NoSocket | NoAddress | NoVmac | TrackedInterfaceDown | TrackedScriptDown
                | TrackedFileFault | TrackedProcessDown | SyncHeld)
 
 
@@ -578,6 +585,7 @@ __all__ = [
     "NoAddress",
     "NoInterface",
     "NoSocket",
+    "NoVmac",
     "SyncHeld",
     "TRANSITIONS",
     "TrackedFileFault",

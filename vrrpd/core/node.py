@@ -28,7 +28,7 @@ from vrrpd.core.frames import eui64_link_local, garp_frame, na_frame
 from vrrpd.core.fsm import FaultReason, State
 from vrrpd.core.events import (
     AddAddresses, AddRoutes, AddressChanged, Announce, CloseSocket, EffectFailed, Effect, Event, LinkChanged, Log,
-    FifoLine, FileValue, FilterRules, Notify, PruneFilters, OpenSocket, ProcessCount, WatchFiles, WatchProcesses, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
+    FifoLine, FileValue, FilterRules, Notify, PruneFilters, SetUpVmac, TearDownVmac, OpenSocket, ProcessCount, WatchFiles, WatchProcesses, PacketIn, Reconfigure, RemoveAddresses, RemoveRoutes, Retire, Routed, RunScripts, ScriptChanged,
     SocketChanged, Start, StateChanged, Status, Stop, Transmit,
 )
 from vrrpd.core.notify import fifo_line, group_state, jobs_for
@@ -41,7 +41,7 @@ COARSE_S = 0.05  # the grid a backup's far-off Master_Down_Timer is checked on (
 MAX_HEARD = 4096  # distinct accepted messages remembered (a LAN repeats a few per instance)
 WARN_INTERVAL_S = 60.0  # a repeated warning about what a peer sends is logged at most this often
 MAX_SETTLE_ROUNDS = 64  # a fixed point is reached in a few rounds; more means a bug in the coupling rules
-_HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress, fsm.TrackedInterfaceDown,
+_HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress, fsm.NoVmac, fsm.TrackedInterfaceDown,
                 fsm.TrackedScriptDown, fsm.TrackedFileFault, fsm.TrackedProcessDown)  # everything but SyncHeld: the facts decide them
 
 
@@ -50,7 +50,8 @@ _HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress, fsm.
 
 class _Router:
     __slots__ = ("id", "inst", "vips", "fsm", "stats", "cache", "primary", "installed", "since", "frames",
-                 "group", "scheduled", "started", "ah_sequence", "ip_id", "routed")
+                 "group", "scheduled", "started", "ah_sequence", "ip_id", "routed", "vmac_asked", "vmac_created",
+                 "vmac_ll")
 
     def __init__(self, router_id: int, inst: Instance, now: float):
         self.id = router_id
@@ -69,10 +70,18 @@ class _Router:
         self.ah_sequence = 0  # auth_type AH: the highest sequence number heard or sent (RFC 2402 anti-replay)
         self.ip_id = 0  # auth_type AH: the IPv4 id of the last datagram built (never 0: the kernel would pick one)
         self.routed: tuple[tuple, tuple] = ((), ())  # the virtual routes and rules installed, not removed since
+        self.vmac_asked: tuple | None = None  # use_vmac: (base index, macvlan index) SetUpVmac was asked for
+        self.vmac_created = False  # the macvlan is this daemon's (made by it): deleted with the instance
+        self.vmac_ll: tuple | None = None  # IPv6 use_vmac: (macvlan index, address) the link-local copy asked for
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.inst.interface, self.inst.family)
+
+    @property
+    def tx_key(self) -> tuple[str, str]:
+        """The socket adverts leave from: the macvlan's with use_vmac (sending only), else the base's."""
+        return (self.inst.advert_interface, self.inst.family)
 
 
 def _unspecified(family: str) -> Address:
@@ -154,6 +163,7 @@ class Node:
                 for r in list(self.routers.values()):
                     self._apply(r, r.fsm.handle(fsm.Shutdown(), now), now)
                     self._filter(r, r.inst, None)
+                    self._tear_down_vmac(r)
             case Reconfigure(config=config):
                 self._reconfigure(config, now)
             case _:
@@ -355,16 +365,17 @@ class Node:
             self._addrs.pop(event.ifname, None)
             self._primaries = {k: v for k, v in self._primaries.items() if k[0] != event.ifname}
             for r in self.routers.values():
-                if r.inst.interface == event.ifname:
+                if r.inst.vip_interface == event.ifname:
                     r.installed.clear()
+                if r.inst.interface == event.ifname:
                     r.routed = ((), ())  # the kernel took the routes through the old interface with it
-            for key in self._by_link:
+            for key, send_only in self._socket_keys():
                 if key[0] == event.ifname:
                     self._requested.pop(key, None)
                     if self._sockets.pop(key, None) is not None and event.index is None:
                         self._emit(None, CloseSocket(*key))
-                    self._open_socket(key)
-        self._refresh_where(lambda r: r.inst.interface == event.ifname
+                    self._open_socket(key, send_only)
+        self._refresh_where(lambda r: r.inst.interface == event.ifname or r.inst.vmac == event.ifname
                             or any(t.name == event.ifname for t in r.inst.track_interface), now)
         if old is not None and old.index == event.index and old.mac != event.mac and event.index is not None:
             # A new MAC on the same interface (a bond failing over with fail_over_mac, a replaced NIC): hosts
@@ -393,7 +404,7 @@ class Node:
         if ip in self._vip_ips:
             return  # a VIP is never a source address: no router's primary changes
         self._primaries = {k: v for k, v in self._primaries.items() if k[0] != event.ifname}
-        self._refresh_where(lambda r: r.inst.interface == event.ifname, now)
+        self._refresh_where(lambda r: r.inst.interface == event.ifname or r.inst.vmac == event.ifname, now)
 
     def _socket(self, event: SocketChanged, now: float) -> None:
         key = (event.ifname, event.family)
@@ -402,16 +413,23 @@ class Node:
         if event.error:
             self._emit(None, Log("error", "socket_failed", {"interface": event.ifname, "family": event.family,
                                                             "error": event.error}))
-        self._refresh_where(lambda r: r.key == key, now)
+        self._refresh_where(lambda r: r.key == key or r.tx_key == key, now)
 
-    def _open_socket(self, key: tuple[str, str]) -> None:
+    def _socket_keys(self) -> list[tuple[tuple[str, str], bool]]:
+        """Every advert socket wanted: (key, send only); a macvlan's (use_vmac) sends only."""
+        keys = [(key, False) for key in self._by_link]
+        return keys + [(k, True) for k in dict.fromkeys(r.tx_key for r in self.routers.values() if r.tx_key != r.key)]
+
+    def _open_socket(self, key: tuple[str, str], send_only: bool = False) -> None:
         link = self._links.get(key[0])
         if link is None or link.index is None or self._requested.get(key) == link.index:
             return
         if self._sockets.get(key) == link.index:
             return
+        if send_only and not self._vmac_ok(next(r for r in self.routers.values() if r.tx_key == key)):
+            return  # not this daemon's macvlan (yet): nothing is sent from it
         self._requested[key] = link.index
-        self._emit(None, OpenSocket(*key))
+        self._emit(None, OpenSocket(*key, send_only=send_only))
 
     def _primary(self, r: _Router) -> Address | None:
         """The source of the router's adverts: `unicast_src` / `mcast_src_ip` while it is on the interface,
@@ -445,6 +463,11 @@ class Node:
             faults.add(fsm.LinkDown())
         if self._sockets.get(r.key) != link.index:
             faults.add(fsm.NoSocket())
+        if r.inst.vmac is not None:
+            if not self._vmac_ready(r):
+                faults.add(fsm.NoVmac())
+            elif r.tx_key != r.key and self._sockets.get(r.tx_key) != self._links[r.inst.vmac].index:
+                faults.add(fsm.NoSocket())
         if r.primary is None:
             faults.add(fsm.NoAddress())
         return faults
@@ -453,6 +476,52 @@ class Node:
         for r in list(self.routers.values()):
             if which(r):
                 self._refresh(r, now)
+
+    def _vmac_ok(self, r: _Router) -> bool:
+        """The macvlan exists, with the virtual MAC (an interface of that name with another MAC is not ours)."""
+        vmac = self._links.get(r.inst.vmac)
+        return vmac is not None and vmac.index is not None and (vmac.mac or "") == r.inst.vmac_address
+
+    def _vmac_ready(self, r: _Router) -> bool:
+        """The macvlan is set up and up (and for IPv6 carries the base's link-local, the adverts' source)."""
+        if not self._vmac_ok(r) or not self._links[r.inst.vmac].up:
+            return False
+        if r.inst.family == "ipv6" and r.primary is not None:
+            return r.primary in self._addrs.get(r.inst.vmac, {})
+        return True
+
+    def _want_vmac(self, r: _Router) -> None:
+        """use_vmac, as keepalived: the macvlan made when the base interface is there and it is not (again after
+        the base is re-created, which takes it along), an existing one of the right MAC adopted and set up."""
+        base = self._links.get(r.inst.interface)
+        if r.inst.vmac is None or base is None or base.index is None or not self.started \
+                or r.fsm.state is State.STOP:
+            return
+        vmac = self._links.get(r.inst.vmac)
+        present = vmac is not None and vmac.index is not None
+        asked = (base.index, vmac.index if present else None)
+        if present and not self._vmac_ok(r):
+            if r.vmac_asked != asked:
+                r.vmac_asked = asked
+                self._emit(r, Log("error", "vmac_name_taken", {"instance": r.inst.name, "interface": r.inst.vmac,
+                                                                "mac": vmac.mac, "want": r.inst.vmac_address}))
+            return
+        if r.vmac_asked != asked and not (r.vmac_asked is not None and r.vmac_asked[1] is None and present):
+            self._emit(r, SetUpVmac(r.inst.vmac, r.inst.interface, r.inst.vmac_address, create=not present))
+            r.vmac_created = r.vmac_created or not present
+        r.vmac_asked = asked
+        if present and r.inst.family == "ipv6" and r.primary is not None \
+                and r.primary not in self._addrs.get(r.inst.vmac, {}) and r.vmac_ll != (vmac.index, r.primary):
+            # keepalived's way: the base's link-local on the macvlan too, the source of adverts sent from it
+            r.vmac_ll = (vmac.index, r.primary)
+            self._emit(r, AddAddresses(r.inst.vmac, (Interface(f"{r.primary}/64"),)))
+        if present:
+            self._open_socket(r.tx_key, send_only=r.tx_key != r.key)
+
+    def _tear_down_vmac(self, r: _Router) -> None:
+        if r.inst.vmac is not None and r.vmac_asked is not None:
+            self._emit(r, TearDownVmac(r.inst.vmac, r.inst.interface, delete=r.vmac_created))
+            r.vmac_asked, r.vmac_created = None, False
 
     def _refresh(self, r: _Router, now: float) -> None:
         """Bring the router in line with the facts: source address, FAULT reasons, effective priority."""
@@ -463,6 +532,7 @@ class Node:
             src = primary or _unspecified(r.inst.family)
             r.cache = AdvertCache(r.inst, src)
             r.fsm.reconfigure(params_for(r.inst, src, r.fsm.params.sync_gated))
+        self._want_vmac(r)
         verdict = evaluate(r.inst, self._links_up, self._scripts_up, self._scripts, self._tracked)
         wanted = self._host_faults(r) | verdict.faults
         current = {f for f in r.fsm.faults if isinstance(f, _HOST_FAULTS)}
@@ -500,12 +570,12 @@ class Node:
         the router is the address owner, whose addresses are its own."""
         if r.fsm.params.owner:
             return
-        table = self._addrs.get(r.inst.interface, {})
+        table = self._addrs.get(r.inst.vip_interface, {})
         stale = tuple(table[v.ip][0] for v in r.inst.addresses if v.ip in table)
         if stale:
             for iface in stale:
                 table.pop(iface.ip, None)
-            self._emit(r, RemoveAddresses(r.inst.interface, stale))
+            self._emit(r, RemoveAddresses(r.inst.vip_interface, stale))
             self._emit(r, Log("warning", "stale_vips_removed", {"instance": r.inst.name,
                                                                 "addresses": [str(a) for a in stale]}))
 
@@ -527,7 +597,7 @@ class Node:
     def _index_vips(self) -> None:
         """Which router each VIP belongs to, and which addresses are never a source (non-owner VIPs)."""
         self._heard = {}  # what was accepted was accepted by the old configuration
-        self._vip_router = {(r.inst.interface, v.ip): r for r in self.routers.values() for v in r.inst.addresses}
+        self._vip_router = {(r.inst.vip_interface, v.ip): r for r in self.routers.values() for v in r.inst.addresses}
         self._vip_ips = frozenset(v.ip for r in self.routers.values() if r.inst.priority != fsm.OWNER_PRIORITY
                                   for v in r.inst.addresses)
         self._primaries = {}
@@ -535,6 +605,10 @@ class Node:
 
     def _drop(self, r: _Router) -> None:
         del self.routers[r.id]
+        if r.tx_key != r.key and all(other.tx_key != r.tx_key for other in self.routers.values()):
+            self._requested.pop(r.tx_key, None)
+            if self._sockets.pop(r.tx_key, None) is not None:
+                self._emit(None, CloseSocket(*r.tx_key))
         on_link = self._by_link[r.key]
         del on_link[r.inst.vrid]
         if not on_link:
@@ -619,12 +693,14 @@ class Node:
                 "keys": restart_only, "detail": "[global] changes to these keys take effect at the next start"}))
             new = dataclasses.replace(new, global_=dataclasses.replace(
                 new.global_, **{k: getattr(old_global, k) for k in restart_only}))
-        by_key = {r.inst.key: r for r in self.routers.values()}
-        wanted = {inst.key: inst for inst in new.instances}
+        # What identifies a router across a reload (SPEC 4), and its macvlan: a use_vmac change is a new router.
+        by_key = {(*r.inst.key, r.inst.vmac, r.inst.vmac_xmit_base): r for r in self.routers.values()}
+        wanted = {(*inst.key, inst.vmac, inst.vmac_xmit_base): inst for inst in new.instances}
         for key in by_key.keys() - wanted.keys():  # removed: released like a shutdown (priority 0)
             r = by_key[key]
             self._apply(r, r.fsm.handle(fsm.Shutdown(), now), now)
             self._filter(r, r.inst, None)
+            self._tear_down_vmac(r)
             self._emit(r, Retire())
             self._drop(r)
         old_config = self.config
@@ -756,15 +832,15 @@ class Node:
                     self._route(r, (), ())
                     self._uninstall(r, list(r.installed))
                 case fsm.Announce(count=count, delayed=delayed):
-                    if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
+                    if self._links.get(r.inst.vip_interface, LinkChanged("", None)).index is not None:
                         r.stats.garp_delays += delayed
                         self._announce(r, self._frames(r), count)
                 case fsm.StateChanged(old=old, new=new, reason=reason):
                     self._state_changed(r, old, new, reason, now)
 
     def _transmit(self, r: _Router, priority: int) -> None:
-        link = self._links.get(r.inst.interface)
-        if r.primary is None or link is None or link.index is None or self._sockets.get(r.key) != link.index:
+        link = self._links.get(r.inst.advert_interface)
+        if r.primary is None or link is None or link.index is None or self._sockets.get(r.tx_key) != link.index:
             return  # no socket or no source to send from (the router is in FAULT, or on its way there)
         packets = r.cache.adverts(priority)
         r.stats.adverts_tx += len(packets)
@@ -772,9 +848,10 @@ class Node:
             r.stats.priority_zero_tx += len(packets)
         ttl = r.inst.unicast_ttl if r.inst.unicast_peers else packet.REQUIRED_TTL
         if r.inst.auth_type == "AH":
-            self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, self._with_ah(r, packets, ttl), True))
+            self._emit(r, Transmit(r.inst.advert_interface, r.inst.family, r.primary,
+                                   self._with_ah(r, packets, ttl), True))
             return
-        self._emit(r, Transmit(r.inst.interface, r.inst.family, r.primary, packets, ttl=ttl))
+        self._emit(r, Transmit(r.inst.advert_interface, r.inst.family, r.primary, packets, ttl=ttl))
 
     def _with_ah(self, r: _Router, packets: tuple[tuple[Address, bytes], ...], ttl: int) -> tuple[tuple[Address, bytes], ...]:
         """Each message inside its own AH datagram: the next sequence number, a fresh IP id (keepalived's)."""
@@ -790,19 +867,19 @@ class Node:
     def _announce(self, r: _Router, frames: tuple[bytes, ...], repeat: int) -> None:
         r.stats.announcements_tx += len(frames) * repeat
         interval = r.inst.garp_interval if r.inst.family == "ipv4" else r.inst.gna_interval
-        self._emit(r, Announce(r.inst.interface, frames, repeat, interval))
+        self._emit(r, Announce(r.inst.vip_interface, frames, repeat, interval))
 
     def _install(self, r: _Router, vips: Iterable[Interface], now: float) -> None:
         """Add what is not there yet; an address already present that we did not add is not ours to own."""
-        table = self._addrs.setdefault(r.inst.interface, {})
+        table = self._addrs.setdefault(r.inst.vip_interface, {})
         added = tuple(v for v in vips if v.ip not in table or v in r.installed)
         added = tuple(v for v in added if v not in r.installed)
-        if not added or self._links.get(r.inst.interface, LinkChanged("", None)).index is None:
+        if not added or self._links.get(r.inst.vip_interface, LinkChanged("", None)).index is None:
             return
         for v in added:
             table[v.ip] = (v, 0)
         r.installed.update(added)
-        self._emit(r, AddAddresses(r.inst.interface, added))
+        self._emit(r, AddAddresses(r.inst.vip_interface, added))
 
     def _route(self, r: _Router, routes: tuple, rules: tuple) -> None:
         """Make the installed virtual routes and rules these: the ones to go removed (before the addresses
@@ -821,15 +898,16 @@ class Node:
         if not removed:
             return
         r.installed.difference_update(removed)
-        table = self._addrs.get(r.inst.interface, {})
+        table = self._addrs.get(r.inst.vip_interface, {})
         for v in removed:
             table.pop(v.ip, None)
-        if self._links.get(r.inst.interface, LinkChanged("", None)).index is not None:
-            self._emit(r, RemoveAddresses(r.inst.interface, removed))
+        if self._links.get(r.inst.vip_interface, LinkChanged("", None)).index is not None:
+            self._emit(r, RemoveAddresses(r.inst.vip_interface, removed))
 
     def _frames(self, r: _Router, only: set[Address] | None = None) -> tuple[bytes, ...]:
+        """The announcements, from the interface's MAC, or with use_vmac the virtual MAC (RFC 5798 7.3)."""
         link = self._links[r.inst.interface]
-        mac = link.mac or "00:00:00:00:00:00"
+        mac = r.inst.vmac_address if r.inst.vmac else (link.mac or "00:00:00:00:00:00")
         link_local = next((ip for ip, (_, flags) in self._addrs.get(r.inst.interface, {}).items()
                            if ip.version == 6 and ip.is_link_local and not flags & IFA_F_TENTATIVE), None)
         basis = (mac, link_local, link.forwarding)

@@ -39,10 +39,11 @@ class Listener:
         """Packets the sockets could not even parse: there is no instance to blame them on."""
         return sum(sock.malformed for sock in self.sockets.values())
 
-    def open(self, key: Key) -> int:
-        """(Re)open the socket of `key`; the index of the interface it is bound to. OSError when it cannot."""
+    def open(self, key: Key, send_only: bool = False) -> int:
+        """(Re)open the socket of `key`; the index of the interface it is bound to. OSError when it cannot.
+        `send_only` (a use_vmac macvlan's): never read, and it joins no group; adverts are heard on the base."""
         self.close(key)
-        sock = AdvertSocket(*key, join_multicast=True)
+        sock = AdvertSocket(*key, join_multicast=not send_only, send_only=send_only)
         self.sockets[key] = sock
         for fd in sock.filenos():  # VRRP, and for IPv4 also AH
             self.loop.add_reader(fd, self._readable, key)

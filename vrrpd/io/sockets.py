@@ -19,6 +19,7 @@ happen) is skipped and counted in `AdvertSocket.malformed`; there is no instance
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import socket
 import struct
@@ -32,6 +33,7 @@ Address = IPv4Address | IPv6Address
 # Linux constants the socket module does not export on every Python build (linux/in.h, linux/in6.h).
 IP_PKTINFO = 8
 IP_MULTICAST_ALL = 49
+SO_ATTACH_FILTER = 26  # asm-generic/socket.h
 IPV6_CHECKSUM_OFF = -1
 
 RECV_BUFFER = 4 << 20  # a burst of hundreds of adverts (peers in phase) while the loop is busy must not drop
@@ -43,6 +45,17 @@ _TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)  # a plain int: IntFlag a
 _IN_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst (source on send), ipi_addr (dst on recv)
 _IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
 
+
+class _Program:
+    """A classic BPF program for SO_ATTACH_FILTER (struct sock_fprog), kept alive with its instructions."""
+
+    def __init__(self, instructions: list[tuple[int, int, int, int]]):
+        self._code = b"".join(struct.pack("=HBBI", *ins) for ins in instructions)
+        self._buffer = ctypes.create_string_buffer(self._code)
+        self.program = struct.pack("HP", len(instructions), ctypes.addressof(self._buffer))  # native layout
+
+
+_DROP_ALL = _Program([(0x06, 0, 0, 0)])  # BPF_RET | BPF_K, 0: keep no byte of any packet
 
 _ADDRESSES: dict[bytes | str, Address] = {}  # a LAN has few senders: their address objects are made once
 
@@ -72,7 +85,7 @@ class Received(NamedTuple):
 class AdvertSocket:
     """A raw VRRP socket bound to one interface and one family ("ipv4" | "ipv6"); non-blocking."""
 
-    def __init__(self, ifname: str, family: str, *, join_multicast: bool = True):
+    def __init__(self, ifname: str, family: str, *, join_multicast: bool = True, send_only: bool = False):
         if family not in ("ipv4", "ipv6"):
             raise ValueError(f"family must be 'ipv4' or 'ipv6', not {family!r}")
         self.ifname = ifname
@@ -88,15 +101,20 @@ class AdvertSocket:
         # an instance switched to AH by a reload needs no new socket.
         self._ah: socket.socket | None = None
         self._hdrincl: socket.socket | None = None
+        self.send_only = send_only
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+            if send_only:  # a filter that keeps nothing: what the interface hears is read on the base
+                self._sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _DROP_ALL.program)
+            else:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
             if family == "ipv4":
                 self._setup_ipv4(self._sock, join_multicast)
-                self._ah = socket.socket(af, socket.SOCK_RAW, IPPROTO_AH)
-                self._ah.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-                self._setup_ipv4(self._ah, join_multicast)
-                self._ah.setblocking(False)
+                if not send_only:
+                    self._ah = socket.socket(af, socket.SOCK_RAW, IPPROTO_AH)
+                    self._ah.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+                    self._setup_ipv4(self._ah, join_multicast)
+                    self._ah.setblocking(False)
                 self._hdrincl = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IPPROTO_RAW: IP_HDRINCL
                 self._hdrincl.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
                 self._setup_ipv4(self._hdrincl, False)
@@ -139,7 +157,9 @@ class AdvertSocket:
         return self._sock.fileno()
 
     def filenos(self) -> tuple[int, ...]:
-        """Every descriptor to watch for reading (VRRP, and for IPv4 also AH)."""
+        """Every descriptor to watch for reading (VRRP, and for IPv4 also AH); none when sending only."""
+        if self.send_only:
+            return ()
         return (self._sock.fileno(),) + ((self._ah.fileno(),) if self._ah is not None else ())
 
     def send_datagram(self, datagram: bytes, dst: Address) -> None:
