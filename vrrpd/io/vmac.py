@@ -5,7 +5,9 @@ macvlan's own, a peer's advert from the same virtual MAC, to the macvlan alone, 
 vrrpd listens would never hear it), without IPv6 addresses of its own (both nodes would make the same
 link-local from the same MAC), and the sysctls keepalived sets: on the macvlan arp_ignore=1, accept_local=1,
 rp_filter=0 (ARP answered only for the VIPs on it); on the base arp_ignore=1 and arp_filter=1 (the base
-never answers for the VIPs with its own MAC), given back when the last macvlan on it goes.
+never answers for the VIPs with its own MAC) and arp_announce=2 (a reply from a VIP leaves by the base, and
+the ARP request it needs must not name the VIP as its sender: hosts would learn the base's MAC for it),
+given back when the last macvlan on it goes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from daemonkit import rtnl
 from daemonkit import log as logging
 
 VMAC_SYSCTLS = {"arp_ignore": "1", "accept_local": "1", "rp_filter": "0"}
-BASE_SYSCTLS = {"arp_ignore": "1", "arp_filter": "1"}
+BASE_SYSCTLS = {"arp_ignore": "1", "arp_filter": "1", "arp_announce": "2"}
 
 
 def _sysctl_path(ifname: str, key: str) -> str:
