@@ -30,7 +30,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 RTM_NEWRULE, RTM_DELRULE = 32, 33
-RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 2, 4, 5, 6, 7, 15
+RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TABLE = 1, 2, 4, 5, 6, 7, 9, 15
 FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_TABLE, FRA_OIFNAME = 1, 2, 3, 6, 15, 17
 RTN_UNICAST, RTPROT_STATIC, RT_TABLE_MAIN, RT_TABLE_COMPAT = 1, 4, 254, 252
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -148,9 +148,14 @@ def addr_body(index: int, address: Interface, flags: int = 0) -> bytes:
     return body
 
 
+_RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops (weight - 1), interface index
+
+
 def route_body(family: int, dst, *, gateway=None, oif: int | None = None, prefsrc=None, table: int | None = None,
-               metric: int | None = None, scope: int | None = None, kind: int = RTN_UNICAST) -> bytes:
-    """An rtmsg for a route of type `kind` (RTN_*) to network `dst` (ipaddress network), as `ip route` sends it."""
+               metric: int | None = None, scope: int | None = None, kind: int = RTN_UNICAST,
+               more_gateways: tuple = ()) -> bytes:
+    """An rtmsg for a route of type `kind` (RTN_*) to network `dst` (ipaddress network), as `ip route` sends it;
+    with `more_gateways`, a multipath route over `gateway` and them (`nexthop via A nexthop via B`)."""
     af = socket.AF_INET if family == 4 else socket.AF_INET6
     table = RT_TABLE_MAIN if table is None else table
     if scope is None:
@@ -158,7 +163,14 @@ def route_body(family: int, dst, *, gateway=None, oif: int | None = None, prefsr
     body = _RTMSG.pack(af, dst.prefixlen, 0, 0, table if table < 256 else RT_TABLE_COMPAT, RTPROT_STATIC, scope,
                        kind, 0)
     body += attribute(RTA_DST, dst.network_address.packed) + attribute(RTA_TABLE, struct.pack("=I", table))
-    if gateway is not None:
+    if gateway is not None and more_gateways:
+        hops = b""
+        for hop in (gateway, *more_gateways):
+            via = attribute(RTA_GATEWAY, hop.packed)
+            hops += _RTNEXTHOP.pack(_RTNEXTHOP.size + len(via), 0, 0, oif or 0) + via
+        body += attribute(RTA_MULTIPATH, hops)
+        oif = None
+    elif gateway is not None:
         body += attribute(RTA_GATEWAY, gateway.packed)
     if oif is not None:
         body += attribute(RTA_OIF, struct.pack("=i", oif))

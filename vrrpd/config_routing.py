@@ -31,13 +31,15 @@ class Route:
     metric: int | None = None
     scope: str | None = None  # None: the kernel's choice (link without via, global with)
     type: str = "unicast"  # or blackhole, unreachable, prohibit (no next hop, no device)
+    also_via: tuple[Address, ...] = ()  # more next hops: a multipath route (via = [a, b], keepalived's "or")
 
     @property
     def family(self) -> int:
         return self.to.version
 
     def __str__(self) -> str:
-        parts = ([self.type] if self.type != "unicast" else []) + [str(self.to)] + [f"{k} {v}" for k, v in (("via", self.via), ("dev", self.dev), ("src", self.src),
+        via = " or ".join(map(str, (self.via, *self.also_via))) if self.via is not None else None
+        parts = ([self.type] if self.type != "unicast" else []) + [str(self.to)] + [f"{k} {v}" for k, v in (("via", via), ("dev", self.dev), ("src", self.src),
                                                           ("table", self.table), ("metric", self.metric),
                                                           ("scope", self.scope)) if v is not None]
         return " ".join(parts)
@@ -126,8 +128,9 @@ def _route(sub: Table, is_interface_name) -> Route | None:
     if isinstance(to, str):
         sub.problem("to", to)
         to = None
-    via, src = _address(sub, "via"), _address(sub, "src")
-    for key, address in (("via", via), ("src", src)):
+    hops = _next_hops(sub)
+    via, src = (hops[0] if hops else None), _address(sub, "src")
+    for key, address in [("via", hop) for hop in hops] + [("src", src)]:
         if to is not None and address is not None and address.version != to.version:
             sub.problem(key, f"{address} is IPv{address.version} but the route to {to} is IPv{to.version}")
     dev = _interface(sub, "dev", is_interface_name)
@@ -141,7 +144,26 @@ def _route(sub: Table, is_interface_name) -> Route | None:
         sub.problem("type", f"a {kind} route has no next hop and no device: remove via and dev")
     if sub.bad or to is None:
         return None
-    return Route(to, via, dev, src, table if table != 254 else None, metric, scope, kind)
+    return Route(to, via, dev, src, table if table != 254 else None, metric, scope, kind, tuple(hops[1:]))
+
+
+def _next_hops(sub: Table) -> list[Address]:
+    """`via`: one next hop, or an array of them (a multipath route)."""
+    if isinstance(sub.data.get("via"), list):
+        hops = []
+        for index, text in sub.strings("via") or []:
+            address = ip_address_or_none(text.strip())
+            if address is None:
+                sub.problem("via", f"{quote(text)} is not an IP address", (index,))
+            elif address in hops:
+                sub.problem("via", f"{address} is listed twice", (index,))
+            else:
+                hops.append(address)
+        if not hops and not sub.bad:
+            sub.problem("via", "must list at least one next hop")
+        return hops
+    via = _address(sub, "via")
+    return [via] if via is not None else []
 
 
 def _rule(sub: Table, is_interface_name) -> Rule | None:

@@ -49,13 +49,16 @@ def test_virtual_routes_rules_and_excluded_addresses_come_and_go_with_the_vips(l
     a, b = net.hosts
     routes = [{"to": "198.51.100.0/24", "via": "192.0.2.254"},
               {"to": "203.0.113.0/24", "src": VIP, "table": 100},
-              {"to": "198.51.100.128/25", "type": "blackhole", "table": 100}]
+              {"to": "198.51.100.128/25", "type": "blackhole", "table": 100},
+              {"to": "203.0.113.128/25", "via": ["192.0.2.252", "192.0.2.253"]}]  # multipath
     rules = [{"from": f"{VIP}/32", "table": 100, "priority": 1000}]
     node = lone_master(a, tmp_path, virtual_routes=routes, virtual_rules=rules,
                        virtual_ipaddress_excluded=["192.0.2.200/24", "2001:db8::200/64"])
 
     def installed() -> bool:
-        return ("198.51.100.0/24 via 192.0.2.254" in _routes(a, "route", "show")
+        main = _routes(a, "route", "show")
+        return ("198.51.100.0/24 via 192.0.2.254" in main
+                and "nexthop via 192.0.2.252" in main and "nexthop via 192.0.2.253" in main
                 and "203.0.113.0/24 dev eth0" in _routes(a, "route", "show", "table", "100")
                 and "blackhole 198.51.100.128/25" in _routes(a, "route", "show", "table", "100")
                 and f"1000:\tfrom {VIP} lookup 100" in _routes(a, "rule", "show"))
@@ -66,8 +69,11 @@ def test_virtual_routes_rules_and_excluded_addresses_come_and_go_with_the_vips(l
     # Leaving MASTER (its link lost) takes all of it away, and the routes go before the addresses they use.
     a.set_link(False)  # carrier lost: the kernel keeps the routes (linkdown); vrrpd must take them away
     wait_until(lambda: node.state("VI_1") == "FAULT", 5)
-    wait_until(lambda: "198.51.100" not in _routes(a, "route", "show") + _routes(a, "route", "show", "table", "100")
-               and "lookup 100" not in _routes(a, "rule", "show"), 5, message=node.log_text()[-2000:])
+    def removed() -> bool:
+        routes = _routes(a, "route", "show") + _routes(a, "route", "show", "table", "100")
+        return "198.51.100." not in routes and "203.0.113." not in routes and "lookup 100" not in _routes(a, "rule", "show")
+
+    wait_until(removed, 5, message=node.log_text()[-2000:])
     assert not a.has_address("192.0.2.200") and not a.has_address("2001:db8::200")
     stats = node.instance("VI_1")["stats"]
     assert stats["route_add_errors"] == stats["route_remove_errors"] == 0

@@ -122,3 +122,38 @@ def test_vmac_failover_and_failback_with_peer_needs_no_arp_update(lab, tmp_path,
             server.close()
         if kind == "frr":
             peer.stop()
+
+
+def test_ipv6_vmac_pair_keeps_the_clients_neighbour_entry_through_a_failover(lab, tmp_path):
+    net = lab(3)
+    a, b, c = net.hosts
+    vip6, vmac6 = "2001:db8::100", f"00:00:5e:00:02:{VRID:02x}"
+
+    def inst(priority):
+        return {"name": "VI_6", "interface": "eth0", "vrid": VRID, "priority": priority, "advert_interval": INTERVAL,
+                "virtual_ipaddress": [f"{vip6}/64"], "use_vmac": True}
+
+    na, nb = VrrpdNode(a, tmp_path, [inst(150)]).start(), VrrpdNode(b, tmp_path, [inst(100)]).start()
+
+    def reached() -> bool:  # refused or accepted: the VIP's host answered
+        conn = netns_socket(c, socket.AF_INET6, socket.SOCK_STREAM)
+        conn.settimeout(0.5)
+        try:
+            return conn.connect_ex((vip6, 9)) in (0, 111)
+        finally:
+            conn.close()
+
+    def neighbour() -> str | None:
+        out = c.run(["ip", "-6", "neigh", "show", vip6]).stdout.split()
+        return out[out.index("lladdr") + 1] if "lladdr" in out else None
+
+    wait_until(lambda: na.state("VI_6") == "MASTER" and nb.state("VI_6") == "BACKUP", 15,
+               message=na.log_text()[-1500:])
+    wait_until(reached, 5)
+    assert neighbour() == vmac6
+    # the advert's source is the base's link-local, on the macvlan too (keepalived's way)
+    assert str(a.link_local()) in a.run(["ip", "-6", "addr", "show", "vrrp6.51"]).stdout
+    a.set_link(False)
+    wait_until(lambda: nb.state("VI_6") == "MASTER", TAKEOVER_S + 3, message=nb.log_text()[-1500:])
+    wait_until(reached, 5)
+    assert neighbour() == vmac6 and b.has_address(vip6, "vrrp6.51")

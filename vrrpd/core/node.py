@@ -16,7 +16,7 @@ import dataclasses
 import heapq
 import itertools
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_interface
 
 from daemonkit.net import Address, Interface
 from vrrpd.config import Config, Instance, Script
@@ -514,7 +514,7 @@ class Node:
                 and r.primary not in self._addrs.get(r.inst.vmac, {}) and r.vmac_ll != (vmac.index, r.primary):
             # keepalived's way: the base's link-local on the macvlan too, the source of adverts sent from it
             r.vmac_ll = (vmac.index, r.primary)
-            self._emit(r, AddAddresses(r.inst.vmac, (Interface(f"{r.primary}/64"),)))
+            self._emit(r, AddAddresses(r.inst.vmac, (ip_interface(f"{r.primary}/64"),)))
         if present:
             self._open_socket(r.tx_key, send_only=r.tx_key != r.key)
 

@@ -123,7 +123,8 @@ class Netlink:
             index = self._index_or_raise(route.dev or ifname)
         scope = None if route.scope is None else SCOPES[route.scope]
         return rtnl.route_body(route.family, route.to, gateway=route.via, oif=index, prefsrc=route.src,
-                               table=route.table, metric=route.metric, scope=scope, kind=ROUTE_TYPES[route.type])
+                               table=route.table, metric=route.metric, scope=scope, kind=ROUTE_TYPES[route.type],
+                               more_gateways=route.also_via)
 
     def _index_or_raise(self, ifname: str) -> int:
         index = self.index(ifname)

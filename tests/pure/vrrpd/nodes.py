@@ -49,6 +49,7 @@ class Host:
         self.node = Node(cfg, lan.now if lan else 0.0)
         self.index = {ifname: index} if index else {}
         self.up = {ifname: up}
+        self.macs: dict[str, str] = {}  # interfaces with a MAC of their own (a macvlan's)
         self.addresses: dict[str, dict] = {ifname: {}}
         self.sockets: dict[tuple[str, str], int] = {}
         self.effects: list[n.Routed] = []  # everything the Node ever asked for, in order
@@ -74,7 +75,7 @@ class Host:
     def link_event(self, ifname: str) -> n.LinkChanged:
         index = self.index.get(ifname)
         return n.LinkChanged(ifname, index, self.up.get(ifname, False) and index is not None,
-                             f"02:00:00:00:00:{index or 0:02x}")
+                             self.macs.get(ifname, f"02:00:00:00:00:{index or 0:02x}"))
 
     def feed(self, event) -> list[n.Routed]:
         return self.feed_all([event])
@@ -103,6 +104,17 @@ class Host:
                         events.append(n.SocketChanged(ifname, family, index))
                 case n.CloseSocket(ifname=ifname, family=family):
                     self.sockets.pop((ifname, family), None)
+                case n.SetUpVmac(name=name, mac=mac, create=create):
+                    if create:  # the kernel makes it (index after every other), up, with that MAC
+                        self.index[name] = max(self.index.values(), default=1) + 1
+                        self.macs[name] = mac
+                        self.addresses[name] = {}
+                    self.up[name] = True
+                    events.append(self.link_event(name))
+                case n.TearDownVmac(name=name, delete=True):
+                    self.index.pop(name, None)
+                    self.addresses.pop(name, None)
+                    events.append(self.link_event(name))
                 case n.AddAddresses(ifname=ifname, addresses=addresses):
                     for a in addresses:
                         if a.ip in self.addresses.setdefault(ifname, {}):

@@ -24,7 +24,8 @@ _INSTANCE_ORDER = (
     "name", "interface", "vrid", "priority", "version", "advert_interval", "virtual_ipaddress", "preempt",
     "preempt_delay", "unicast_src", "unicast_peers", "garp_repeat", "garp_refresh", "track_interface",
     "track_script", *_NOTIFY, "auth_type", "auth_pass", "unicast_ttl", "mcast_src_ip", "dont_track_primary",
-    "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules", "track_file", "track_process", "accept_mode",
+    "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules", "track_file", "track_process", "accept_mode", "use_vmac",
+    "vmac_xmit_base",
 )  # fmt: skip
 # Keys whose loss makes a whole table unusable (the safety net then comments the table out).
 _REQUIRED = {"instance": ("name", "interface", "vrid", "virtual_ipaddress"), "script": ("name", "command"),
@@ -514,6 +515,12 @@ def _instance_keyword(conv: _Converter, t: _Table, sub: Stmt, state: dict) -> No
         state["unicast_ttl"] = (int(one), sub)
     elif kw == "dont_track_primary" and not args:
         t.values["dont_track_primary"] = True
+    elif kw == "use_vmac" and len(args) <= 1 and sub.block is None:
+        if args and not config.is_interface_name(args[0]):
+            return t.lost(sub, f"{args[0]!r} is not a Linux interface name")
+        t.values["use_vmac"] = args[0] if args else True
+    elif kw == "vmac_xmit_base" and not args:
+        t.values["vmac_xmit_base"] = True
     elif kw in ("accept", "no_accept") and not args:
         t.values["accept_mode"] = kw == "accept"
     elif kw == "garp_master_repeat" and _ranged(one, 0, config.MAX_GARP_REPEAT, True) is not None:
@@ -720,8 +727,8 @@ def _route(conv: _Converter, t: _Table, item: Stmt) -> None:
         word = words.pop(0)
         if word in _ROUTE_WORDS and words:
             route[_ROUTE_WORDS[word]] = words.pop(0)
-        elif word == "or":
-            return t.lost(item, "a multipath route (or): vrrpd installs one next hop per route")
+        elif word == "or" and words and "via" in route:  # keepalived's multipath: via A or B
+            route["via"] = [*([route["via"]] if isinstance(route["via"], str) else route["via"]), words.pop(0)]
         elif "to" not in route:
             route["to"] = word
         else:
