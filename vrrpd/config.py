@@ -7,14 +7,15 @@ reports no positions for values, so `toml_positions` re-reads the (already valid
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from daemonkit.net import Address, HostPort, Interface, ip_address_or_none, parse_host_port  # noqa: F401
 
-from daemonkit.net import Address, HostPort, Interface, ip_address_or_none, parse_host_port
-
-from vrrpd.config_routing import Route, Rule, routes as _routes, rules as _rules
+from vrrpd.config_keepalived import (  # noqa: F401 (re-exported: the importer reads the limits here)
+    AUTH_PASS_MAX, AUTH_TYPES, MAX_GARP_DELAY, MAX_GARP_INTERVAL, MAX_GARP_REFRESH, MAX_GARP_REPEAT, auth, garp, more,
+)
+from vrrpd.config_routing import Route, Rule
+from vrrpd.config_values import is_interface_name, parse_vip, peer_address
 from vrrpd.config_tracking import TrackFile, TrackProcess, TrackRef, check_refs, check_track_file, check_track_process
 from daemonkit.tomlcheck import (
     ConfigError, Findings, Problem, Table, check_document, check_list, describe, key_label, name_label, quote,
@@ -24,15 +25,9 @@ from daemonkit.tomlcheck import (
 
 DEFAULT_CONTROL_SOCKET = "/run/vrrpd/vrrpd.sock"
 MIN_WEIGHT, MAX_WEIGHT = -253, 253  # keepalived's range: a weight can never reach 0 or 255 from 1..254
-MAX_GARP_REPEAT = 100
-MAX_GARP_REFRESH = 86400.0
-MAX_GARP_DELAY = 3600.0
-MAX_GARP_INTERVAL = 1.0  # seconds between two frames; more would stretch a takeover's announcements to minutes
 MAX_PREEMPT_DELAY = 1000.0  # keepalived's limit
 MAX_SCRIPT_SECONDS = 3600.0
 MAX_RISE_FALL = 1000
-AUTH_TYPES = ("none", "PASS", "AH")  # RFC 2338 5.3.6, keepalived's auth_type words
-AUTH_PASS_MAX = 8  # RFC 2338 5.3.10: 8 bytes of authentication data
 # The address count is 8 bits (RFC 5798 5.2.5); IPv6 adverts must also fit a 1500-byte MTU:
 # 1500 - 40 (IPv6) - 8 (VRRP header) = 1452 bytes = 90 addresses.
 MAX_VIPS = {"ipv4": 255, "ipv6": 90}
@@ -344,32 +339,22 @@ def _check_instance(checker: _Checker, t: Table) -> Instance | None:
                              "preempt = false cannot hold: lower the priority or remove preempt")
     preempt_delay = t.number("preempt_delay", 0.0, MAX_PREEMPT_DELAY, 0.0)
     src, peers = _unicast(t, family)
-    garp = _garp(t)
+    garp_keys = garp(t)
     tracks = _track_interfaces(t, interface)
     scripts = _track_scripts(t, checker.script_names)
     notifies = {key: t.command(key) for key in _NOTIFY_KEYS}
-    auth_type, auth_pass = _auth(t, version)
-    more = _more(t, family, peers, src, {vip.ip for _, vip in vips})
-    more["track_file"] = check_refs(t, "track_file", checker.file_names, "track_file")
-    more["track_process"] = check_refs(t, "track_process", checker.process_names, "track_process")
+    auth_type, auth_pass = auth(t, version)
+    keys = more(t, family, peers, src, {vip.ip for _, vip in vips})
+    keys["track_file"] = check_refs(t, "track_file", checker.file_names, "track_file")
+    keys["track_process"] = check_refs(t, "track_process", checker.process_names, "track_process")
     if t.bad or family is None:
         return None
     return Instance(
         name=name, interface=interface, vrid=vrid, priority=priority, version=version, advert_interval=interval,
         virtual_ipaddress=tuple(vip for _, vip in vips), preempt=preempt, preempt_delay=preempt_delay,
-        unicast_src=src, unicast_peers=peers, **garp,
-        track_interface=tracks, track_script=scripts, **notifies, auth_type=auth_type, auth_pass=auth_pass, **more,
+        unicast_src=src, unicast_peers=peers, **garp_keys,
+        track_interface=tracks, track_script=scripts, **notifies, auth_type=auth_type, auth_pass=auth_pass, **keys,
     )
-
-
-def is_interface_name(name: str) -> bool:
-    """Linux's rule (dev_valid_name): 1..15 bytes, no '/', ':' or whitespace, not '.' or '..'.
-
-    An "eth0:1" is an address label, not an interface."""
-    return (
-        0 < len(name.encode()) <= 15 and name not in (".", "..")
-        and not any(ch in "/:" or ch.isspace() or not ch.isprintable() for ch in name)
-    )  # fmt: skip
 
 
 def _vips(t: Table) -> list[tuple[int, Interface]]:
@@ -389,20 +374,6 @@ def _vips(t: Table) -> list[tuple[int, Interface]]:
             seen.add(vip.ip)
             vips.append((index, vip))
     return vips
-
-
-def parse_vip(text: str) -> Interface | str:
-    """A VIP as ADDRESS[/PREFIX] (no prefix: /32 or /128, as keepalived); a str explains a bad one."""
-    if "%" in text:
-        return f"{quote(text)}: a zone index (%...) is not allowed; the instance's interface is used"
-    try:
-        vip = ipaddress.ip_interface(text.strip())
-    except ValueError:
-        return f"{quote(text)} is not an IP address with an optional /prefix"
-    bad = vip.ip.is_multicast or vip.ip.is_unspecified or vip.ip.is_loopback
-    if bad or vip.ip == IPv4Address("255.255.255.255"):
-        return f"{vip.ip} cannot be a virtual address (multicast, unspecified, loopback or broadcast)"
-    return vip
 
 
 def _family(t: Table, vips: list[tuple[int, Interface]]) -> str | None:
@@ -440,10 +411,10 @@ def _unicast(t: Table, family: str | None) -> tuple[Address | None, tuple[Addres
     src = None
     text = t.text("unicast_src", None)
     if text is not None:
-        src = _peer_address(t, "unicast_src", text, want, ())
+        src = peer_address(t, "unicast_src", text, want, ())
     peers: list[Address] = []
     for index, text in t.strings("unicast_peers", []) or []:
-        peer = _peer_address(t, "unicast_peers", text, want, (index,))
+        peer = peer_address(t, "unicast_peers", text, want, (index,))
         if peer is None:
             continue
         if peer in peers:
@@ -453,118 +424,6 @@ def _unicast(t: Table, family: str | None) -> tuple[Address | None, tuple[Addres
         else:
             peers.append(peer)
     return src, tuple(peers)
-
-
-def _peer_address(t: Table, key: str, text: str, want: int | None, sub: tuple) -> Address | None:
-    address = ip_address_or_none(text.strip())
-    if address is None:
-        t.problem(key, f"{quote(text)} is not an IP address", sub)
-    elif address.is_multicast or address.is_unspecified:
-        t.problem(key, f"{address} must be a unicast address", sub)
-    elif want is not None and address.version != want:
-        t.problem(key, f"{address} is IPv{address.version} but the virtual addresses are IPv{want}", sub)
-    else:
-        return address
-    return None
-
-
-def _more(t: Table, family: str | None, peers: tuple, unicast_src: Address | None, vips: set[Address]) -> dict:
-    """unicast_ttl, mcast_src_ip, dont_track_primary, virtual_ipaddress_excluded, virtual_routes, virtual_rules."""
-    ttl = t.integer("unicast_ttl", 1, 255, 255)
-    if "unicast_ttl" in t.data and not peers:
-        t.problem("unicast_ttl", "only for unicast adverts: set unicast_peers, or remove it")
-    mcast_src = None
-    text = t.text("mcast_src_ip", None)
-    if text is not None:
-        mcast_src = _peer_address(t, "mcast_src_ip", text, {"ipv4": 4, "ipv6": 6}.get(family), ())
-        if peers or unicast_src is not None:
-            t.problem("mcast_src_ip", "the source of multicast adverts; with unicast_src / unicast_peers use "
-                                      "unicast_src alone")
-    excluded, seen = [], set(vips)
-    for index, entry in t.strings("virtual_ipaddress_excluded", []) or []:
-        vip = parse_vip(entry)
-        if isinstance(vip, str):
-            t.problem("virtual_ipaddress_excluded", vip, (index,))
-        elif vip.ip in seen:
-            t.problem("virtual_ipaddress_excluded", f"{vip.ip} is listed twice (here or in virtual_ipaddress)",
-                      (index,))
-        else:
-            seen.add(vip.ip)
-            excluded.append(vip)
-    vmac, xmit_base = _vmac(t, family)
-    accept = t.get("accept_mode", "a boolean", True)
-    if accept is False and t.data.get("priority") == 255:
-        t.problem("accept_mode", "an address owner (priority 255) always accepts what is addressed to its "
-                                 "addresses (RFC 5798 6.1): remove accept_mode")
-    return {"vmac": vmac, "vmac_xmit_base": xmit_base, "accept_mode": accept, "unicast_ttl": ttl,
-            "mcast_src_ip": mcast_src,
-            "dont_track_primary": t.get("dont_track_primary", "a boolean", False),
-            "virtual_ipaddress_excluded": tuple(excluded),
-            "virtual_routes": _routes(t, is_interface_name), "virtual_rules": _rules(t, is_interface_name)}
-
-
-def _vmac(t: Table, family: str | None) -> tuple[str | None, bool]:
-    value = t.data.get("use_vmac", False)
-    name = None
-    if isinstance(value, bool):
-        if value:
-            vrid = t.data.get("vrid")
-            name = f"vrrp{'6' if family == 'ipv6' else ''}.{vrid}"
-    elif isinstance(value, str):
-        name = t.text("use_vmac")
-        if name is not None and not is_interface_name(name):
-            t.problem("use_vmac", f"not a Linux interface name: {quote(name)}")
-            name = None
-    else:
-        t.problem("use_vmac", f'must be true, false or the macvlan\'s name ("vrrp.51"), not {describe(value)}')
-    if name is not None and name == t.data.get("interface"):
-        t.problem("use_vmac", f"{name} is the instance's own interface; the macvlan needs a name of its own")
-    xmit_base = t.get("vmac_xmit_base", "a boolean", False)
-    if xmit_base and name is None and "use_vmac" not in t.data:
-        t.problem("vmac_xmit_base", "only with use_vmac")
-    return name, bool(xmit_base)
-
-
-def _garp(t: Table) -> dict:
-    """Gratuitous ARP / NA timing, keepalived's keys (garp_master_repeat and garp_master_refresh are the
-    keepalived spellings of garp_repeat and garp_refresh: one of each pair)."""
-    for ours, theirs in (("garp_repeat", "garp_master_repeat"), ("garp_refresh", "garp_master_refresh")):
-        if ours in t.data and theirs in t.data:
-            t.problem(theirs, f"the same setting as {ours}: set one of them")
-    repeat_key = "garp_master_repeat" if "garp_master_repeat" in t.data else "garp_repeat"
-    refresh_key = "garp_master_refresh" if "garp_master_refresh" in t.data else "garp_refresh"
-    values = {
-        "garp_repeat": t.integer(repeat_key, 0, MAX_GARP_REPEAT, 5),
-        "garp_refresh": t.number(refresh_key, 0.0, MAX_GARP_REFRESH, 0.0),
-        "garp_master_delay": t.number("garp_master_delay", 0.0, MAX_GARP_DELAY, 5.0),
-        "garp_master_refresh_repeat": t.integer("garp_master_refresh_repeat", 1, MAX_GARP_REPEAT, 1),
-        "garp_lower_prio_repeat": t.integer("garp_lower_prio_repeat", 0, MAX_GARP_REPEAT, None),
-        "garp_interval": t.number("garp_interval", 0.0, MAX_GARP_INTERVAL, 0.0),
-        "gna_interval": t.number("gna_interval", 0.0, MAX_GARP_INTERVAL, 0.0),
-    }
-    for key, name in (("garp_refresh", refresh_key), ("garp_master_delay", "garp_master_delay")):
-        if values[key] is not None and 0 < values[key] < 0.01:
-            t.problem(name, f"must be 0 (off) or at least 0.01 seconds, not {values[key]:g}")
-    return values
-
-
-def _auth(t: Table, version: int | None) -> tuple[str, str]:
-    auth_type = t.choice("auth_type", AUTH_TYPES, "none")
-    auth_pass = t.text("auth_pass", "", empty_ok=True)
-    if auth_type is None or auth_pass is None:
-        return "none", ""
-    if auth_type != "none" and version == 3:
-        t.problem("auth_type", "VRRPv3 has no authentication (RFC 5798 removed it): use version = 2, "
-                               "as the keepalived peers that send it do")
-    elif auth_type != "none" and not auth_pass:
-        t.problem("auth_type", f'"{auth_type}" needs an auth_pass (1..{AUTH_PASS_MAX} bytes)')
-    elif auth_type == "none" and auth_pass:
-        t.problem("auth_pass", 'set, but auth_type is "none": set auth_type = "PASS" or "AH", or remove it')
-    elif len(auth_pass.encode()) > AUTH_PASS_MAX:
-        t.problem("auth_pass", f"at most {AUTH_PASS_MAX} bytes (RFC 2338 5.3.10), not {len(auth_pass.encode())}")
-    elif not auth_pass.isprintable():
-        t.problem("auth_pass", "must be printable characters")
-    return auth_type, auth_pass
 
 
 def _track_interfaces(t: Table, own: str | None) -> tuple[TrackInterface, ...]:

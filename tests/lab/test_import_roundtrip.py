@@ -91,3 +91,81 @@ def test_keepalived_conf_and_its_conversion_behave_the_same(lab, tmp_path):
             expected = outcome
     assert outcome == expected
     assert "priority = 150" in texts["a"] and "priority = 150" in texts["b"]
+
+
+def parity_keepalived_text(me: str, priority: int, flag, fifo) -> str:
+    """A VRRPv2 keepalived.conf with what operators bring from keepalived (issue 13)."""
+    return f"""global_defs {{
+    router_id node_{me}
+    vrrp_version 2
+    vrrp_garp_master_delay 1
+    notify_fifo {fifo}
+    script_user root
+    enable_script_security
+}}
+track_file down_{me} {{
+    file {flag}
+    weight 0
+    init_file 0
+}}
+vrrp_instance VI_M {{
+    state BACKUP
+    interface eth0
+    virtual_router_id 61
+    priority {priority}
+    advert_int 1
+    use_vmac
+    authentication {{
+        auth_type PASS
+        auth_pass s3cret
+    }}
+    garp_master_repeat 2
+    garp_master_refresh 30
+    virtual_ipaddress {{
+        192.0.2.110/24
+    }}
+    virtual_ipaddress_excluded {{
+        2001:db8::110/64
+    }}
+    virtual_routes {{
+        198.51.100.0/24 via 192.0.2.254
+    }}
+    track_file {{
+        down_{me}
+    }}
+}}
+"""
+
+
+def test_a_node_moved_from_keepalived_works_beside_the_one_not_moved_yet(lab, tmp_path):
+    # The migration the issue is about: node b runs the importer's conversion of its keepalived.conf (VRRPv2 with
+    # PASS, use_vmac, track_file, excluded addresses, virtual routes, notify_fifo), node a still runs keepalived.
+    net = lab(2)
+    a, b = net.hosts
+    flags = {h.name: tmp_path / f"{h.name}.down" for h in net.hosts}
+    ka = start_keepalived(a, parity_keepalived_text("a", 150, flags["a"], tmp_path / "a.fifo"), tmp_path / "ka")
+    src = tmp_path / "b.keepalived.conf"
+    src.write_text(parity_keepalived_text("b", 100, flags["b"], tmp_path / "b.fifo"))
+    converted = subprocess.run([sys.executable, "-m", "vrrpd", "import-keepalived", str(src)],
+                               capture_output=True, text=True, check=True).stdout
+    assert "not carried" not in converted.split("review them before use.", 1)[1], converted
+    data = tomllib.loads(converted)
+    node = VrrpdNode(b, tmp_path / "vrrpd", data["instance"], tables={"track_file": data["track_file"]},
+                     global_kw={k: v for k, v in data["global"].items() if k != "router_id"}).start()
+
+    def diagnostics() -> str:
+        return keepalived_log(ka)[-1500:] + "\n----\n" + node.log_text()[-1500:]
+
+    wait_until(lambda: a.has_address("192.0.2.110", "vrrp.61") and node.state("VI_M") == "BACKUP", 15,
+               message=diagnostics())
+    wait_until(lambda: node.instance("VI_M")["stats"]["adverts_rx"] >= 2, 5, message=diagnostics())
+    assert node.instance("VI_M")["stats"]["auth_errors"] == 0  # the PASS adverts are heard both ways
+    flags["a"].write_text("1\n")  # keepalived's track_file says FAULT: the moved node takes over
+    wait_until(lambda: node.state("VI_M") == "MASTER" and b.has_address("192.0.2.110", "vrrp.61")
+               and b.has_address("2001:db8::110", "vrrp.61"), 10, message=diagnostics())
+    wait_until(lambda: "198.51.100.0/24 via 192.0.2.254" in b.run(["ip", "route"]).stdout, 5)
+    assert not a.has_address("192.0.2.110", "vrrp.61")
+    flags["a"].write_text("0\n")  # and hands the VIPs back
+    wait_until(lambda: a.has_address("192.0.2.110", "vrrp.61") and node.state("VI_M") == "BACKUP", 10,
+               message=diagnostics())
+    assert "198.51.100.0/24" not in b.run(["ip", "route"]).stdout

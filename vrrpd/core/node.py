@@ -181,18 +181,10 @@ class Node:
                 and heard[3] == ifname and heard[4] == family:
             return self._believe(heard[5], heard[6], heard[7], src, now)
         routers = self._by_link.get((ifname, family), {})
-        if ttl != packet.REQUIRED_TTL:
-            ttl = self._ttl_seen(routers, payload, dst, ttl)
-        result = packet.decode(payload, src=src, dst=dst, ttl=ttl)
-        if isinstance(result, packet.Drop):
-            # Blame the instance whose VRID byte it carries, else the router-wide counters.
-            target = routers.get(payload[1]) if len(payload) > 1 else None
-            (target.stats if target else self.global_stats).count_drop(result.reason)
+        decoded = self._decode(routers, payload, src, dst, ttl)
+        if decoded is None:
             return []
-        r = routers.get(result.vrid)
-        if r is None:
-            self.global_stats.count_drop(packet.DropReason.VRID)
-            return []
+        r, result = decoded
         if src == r.primary:
             if payload in (p for _, p in r.cache.adverts(r.fsm.effective_priority)):
                 return []  # our own advert, looped back (unicast to ourselves)
@@ -227,17 +219,10 @@ class Node:
             return []
         if ah.next_header != packet.VRRP_PROTO:
             return []  # AH protecting something else: not ours to judge
-        if ttl != packet.REQUIRED_TTL:
-            ttl = self._ttl_seen(routers, ah.message, dst, ttl)
-        result = packet.decode(ah.message, src=src, dst=dst, ttl=ttl)
-        if isinstance(result, packet.Drop):
-            target = routers.get(ah.message[1]) if len(ah.message) > 1 else None
-            (target.stats if target else self.global_stats).count_drop(result.reason)
+        decoded = self._decode(routers, ah.message, src, dst, ttl)
+        if decoded is None:
             return []
-        r = routers.get(result.vrid)
-        if r is None:
-            self.global_stats.count_drop(packet.DropReason.VRID)
-            return []
+        r, result = decoded
         if src == r.primary:
             return []
         reason = check_advert(result, src, r.inst, r.vips, with_ah=True)
@@ -251,6 +236,23 @@ class Node:
             return []
         r.ah_sequence = ah.sequence
         return self._believe(r, result, False, src, now)  # VRRPv2: a differing address list was dropped above
+
+    def _decode(self, routers: dict[int, _Router], message: bytes, src: Address, dst: Address,
+                ttl: int) -> tuple[_Router, packet.Advert] | None:
+        """The message decoded and routed by its VRID, or None: dropped and counted, on the instance whose VRID
+        byte it carries, else router-wide."""
+        if ttl != packet.REQUIRED_TTL:
+            ttl = self._ttl_seen(routers, message, dst, ttl)
+        result = packet.decode(message, src=src, dst=dst, ttl=ttl)
+        if isinstance(result, packet.Drop):
+            target = routers.get(message[1]) if len(message) > 1 else None
+            (target.stats if target else self.global_stats).count_drop(result.reason)
+            return None
+        r = routers.get(result.vrid)
+        if r is None:
+            self.global_stats.count_drop(packet.DropReason.VRID)
+            return None
+        return r, result
 
     @staticmethod
     def _ttl_seen(routers: dict[int, _Router], message: bytes, dst: Address, ttl: int) -> int:

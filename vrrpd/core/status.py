@@ -40,6 +40,7 @@ def _instance(node: Node, r, wall_time: Callable[[float], str]) -> dict:
         "faults": sorted(f.label for f in machine.faults),
         "stats": r.stats.as_dict(),
         "track": _track(node, inst),
+        "options": options(inst),
     }
 
 
@@ -54,3 +55,23 @@ def _track(node: Node, inst) -> dict:
             "processes": {ref.name: node.process_state(ref.name) for ref in inst.track_process},
             "weights": weights}
 
+
+
+def options(inst) -> dict:
+    """The keys an operator brings from keepalived, as in force (an addition to SPEC 5; the password is not
+    shown, only whether one is set)."""
+    return {
+        "auth_type": inst.auth_type, "auth_pass_set": bool(inst.auth_pass),
+        "use_vmac": inst.vmac, "vmac_address": inst.vmac_address if inst.vmac else None,
+        "vmac_xmit_base": inst.vmac_xmit_base, "accept_mode": inst.accept_mode,
+        "unicast_ttl": inst.unicast_ttl, "mcast_src_ip": str(inst.mcast_src_ip) if inst.mcast_src_ip else None,
+        "dont_track_primary": inst.dont_track_primary,
+        "virtual_ipaddress_excluded": [str(v) for v in inst.virtual_ipaddress_excluded],
+        "virtual_routes": [str(r) for r in inst.virtual_routes],
+        "virtual_rules": [str(r) for r in inst.virtual_rules],
+        "garp": {"repeat": inst.garp_repeat, "master_delay": inst.garp_master_delay, "refresh": inst.garp_refresh,
+                 "refresh_repeat": inst.garp_master_refresh_repeat,
+                 "lower_prio_repeat": inst.garp_repeat if inst.garp_lower_prio_repeat is None
+                 else inst.garp_lower_prio_repeat,
+                 "interval": inst.garp_interval, "gna_interval": inst.gna_interval},
+    }

@@ -32,6 +32,31 @@ def format_table(status: dict) -> str:
         lines.append("")
         lines += [f"track {name}: " + ", ".join(f"{what} {state}" for what, state in states.items())
                   for name, states in tracked]
+    changed = [(inst["name"], _changed(inst["options"])) for inst in status.get("instances", []) if "options" in inst]
+    if any(opts for _, opts in changed):
+        lines.append("")
+        lines += [f"options {name}: " + ", ".join(opts) for name, opts in changed if opts]
     lines.append("")
     lines.append("dropped: " + (", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) if dropped else "none"))
     return "\n".join(lines)
+
+
+_DEFAULTS = {"auth_type": "none", "auth_pass_set": False, "use_vmac": None, "vmac_address": None,
+             "vmac_xmit_base": False, "accept_mode": True, "unicast_ttl": 255, "mcast_src_ip": None,
+             "dont_track_primary": False, "virtual_ipaddress_excluded": [], "virtual_routes": [], "virtual_rules": []}
+
+
+def _changed(options: dict) -> list[str]:
+    """What an instance sets differently from the defaults, one short item each (the JSON has all of it)."""
+    items = []
+    for key, default in _DEFAULTS.items():
+        value = options.get(key, default)
+        if value == default or key in ("auth_pass_set", "vmac_address"):
+            continue
+        if key == "use_vmac":
+            items.append(f"vmac {value} ({options.get('vmac_address')})")
+        elif isinstance(value, list):
+            items.append(f"{key} {'; '.join(value)}")
+        else:
+            items.append(f"{key} {str(value).lower() if isinstance(value, bool) else value}")
+    return items

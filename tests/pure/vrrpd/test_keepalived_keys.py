@@ -155,3 +155,21 @@ def test_an_excluded_address_of_another_instance_is_refused():
         parse(text, "k.toml")
     assert parse(instance(virtual_ipaddress_excluded=["2001:db8::1/64"]), "k.toml").instances[0].addresses == (
         ip_interface("192.0.2.100/24"), ip_interface("2001:db8::1/64"))
+
+
+def test_status_json_and_table_show_the_keepalived_keys_in_force():
+    from vrrpd.core.status import status
+    from vrrpd.ops.status_table import format_table
+
+    h = lone(virtual_routes=ROUTES, accept_mode=False, use_vmac=True, version=2, interval=1, auth_type="PASS",
+             auth_pass="s3cret", garp_master_delay=2.5)
+    view = status(h.node, lambda t: "T")
+    options = view["instances"][0]["options"]
+    assert (options["auth_type"], options["auth_pass_set"], options["use_vmac"], options["vmac_address"]) == (
+        "PASS", True, "vrrp.51", "00:00:5e:00:01:33")
+    assert options["accept_mode"] is False and options["garp"]["master_delay"] == 2.5
+    assert options["virtual_routes"] == ["198.51.100.0/24 via 192.0.2.254", "203.0.113.0/24 src 192.0.2.100"]
+    assert "s3cret" not in str(view)  # the password itself is never shown
+    table = format_table({**view, "pid": 1, "version": "x"})
+    line = next(line for line in table.splitlines() if line.startswith("options VI_1:"))
+    assert "auth_type PASS" in line and "vmac vrrp.51 (00:00:5e:00:01:33)" in line and "accept_mode false" in line
