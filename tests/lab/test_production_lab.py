@@ -42,7 +42,7 @@ def test_track_script_moves_vip_and_recovery_moves_it_back(lab, tmp_path):
     wait_until(lambda: node_a.instance("VI_1")["effective_priority"] == 90, 3, message="weight not applied")
     # the status says why: the script is down
     assert node_a.instance("VI_1")["track"] == {"interfaces": {"eth0": "up"}, "scripts": {"chk": "down"},
-                                                 "weights": {"chk": -60}}
+                                                 "files": {}, "processes": {}, "weights": {"chk": -60}}
     wait_until(lambda: holder(net.hosts) == "b", master_down_interval(100) + 3, message="VIP did not move to b")
     assert node_a.state("VI_1") == "BACKUP"
     flag.unlink()
