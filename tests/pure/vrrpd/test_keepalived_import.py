@@ -427,14 +427,18 @@ def _block_lines(text: str, keyword: str) -> set[int]:
 WORDS = st.sampled_from([
     "eth0", "eth1", "1", "51", "0", "256", "-3", "0.5", "2", "3", "255", "x y", "weight", "-20", "reverse",
     "192.0.2.9/24", "192.0.2.9", "2001:db8::9", "198.51.100.1", "dev", "label", "chk_a", "chk_b", "VI_1", "VI_2",
-    "/bin/true", "'unclosed", "", "min_ttl",
+    "/bin/true", "'unclosed", "", "min_ttl", "via", "table", "from", "PASS", "AH", "auth_type", "auth_pass", "or",
+    "blackhole", "198.51.100.0/24",
 ])
 KEYWORDS = st.sampled_from([
     "state", "interface", "virtual_router_id", "priority", "advert_int", "version", "nopreempt", "preempt_delay",
     "unicast_src_ip", "mcast_src_ip", "garp_master_repeat", "garp_master_refresh", "notify", "notify_master",
-    "notify_stop", "smtp_alert", "use_vmac", "@node_a", "authentication",
+    "notify_stop", "smtp_alert", "use_vmac", "@node_a", "authentication", "vmac_xmit_base", "accept", "no_accept",
+    "dont_track_primary", "unicast_ttl", "garp_master_delay", "garp_lower_prio_repeat", "garp_master_refresh_repeat",
 ])
-BLOCKS = st.sampled_from(["virtual_ipaddress", "unicast_peer", "track_interface", "track_script", "authentication"])
+BLOCKS = st.sampled_from(["virtual_ipaddress", "unicast_peer", "track_interface", "track_script", "authentication",
+                          "virtual_ipaddress_excluded", "virtual_routes", "virtual_rules", "track_file",
+                          "track_process"])
 
 
 def _quoted(word: str) -> str:
