@@ -39,6 +39,7 @@ def test_flood_of_malformed_and_spoofed_adverts(lab, tmp_path):
     wait_master(node_a)
     wait_until(lambda: node_b.state("VI_1") == "BACKUP", 5)
     before = node_a.status()
+    b_sent_before = node_b.instance("VI_1")["stats"]["adverts_tx"]
     pid = daemon_pid(node_a)
     cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
     watcher = AddressWatcher(a).start()
@@ -86,7 +87,10 @@ def test_flood_of_malformed_and_spoofed_adverts(lab, tmp_path):
     assert set(states) == {"MASTER"}, f"master left MASTER during the flood: {sorted(set(states))}"
     assert [e for e in watcher.events() if e[2] == VIP4] == [], "the VIP moved during the flood"
     assert holder(net.hosts) == "a"
-    assert node_a.instance("VI_1")["stats"]["adverts_rx"] == before["instances"][0]["stats"]["adverts_rx"]
+    # Not one flood packet believed: a heard only what b really sent (b, starved of CPU on a loaded machine,
+    # may take over for a moment and advertise; those are real adverts, and unicast to a alone).
+    heard = node_a.instance("VI_1")["stats"]["adverts_rx"] - before["instances"][0]["stats"]["adverts_rx"]
+    assert heard == node_b.instance("VI_1")["stats"]["adverts_tx"] - b_sent_before
     # bounded CPU: the daemon kept well under one core while dropping ~2,500 packets a second
     assert cpu / wall < 0.8, f"daemon used {cpu:.1f}s CPU in {wall:.1f}s"
     print(f"flood: {sum(sent.values())} packets in {wall:.1f}s, daemon CPU {cpu:.2f}s ({100 * cpu / wall:.0f}%)")
