@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from labkit.frr import Frr, vrrpd_conf
+from labkit.frr import FRR_BIN, Frr, vrrpd_conf
 from labkit.keepalived import keepalived_conf, keepalived_log, start_keepalived
 from labkit.netns import netns_socket, wait_until
 from labkit.vrrpd_node import VrrpdNode
@@ -65,7 +65,7 @@ def start_peer(kind: str, host, priority: int, workdir):
     if kind == "keepalived":
         return start_keepalived(host, keepalived_conf([{**inst, "use_vmac": True}], router_id=host.name),
                                 workdir / "ka")
-    require_program(str(__import__("labkit.frr", fromlist=["FRR_BIN"]).FRR_BIN / "vrrpd"))
+    require_program(str(FRR_BIN / "vrrpd"))
     # FRR's manual: the macvlan in bridge mode with the virtual MAC and the VIP, made outside FRR; the
     # base must not answer ARP for the VIP with its own MAC (what keepalived and vrrpd set themselves).
     host.add_macvlan("vrrp4-51", address=f"{VIP}/24", mac=VMAC)
