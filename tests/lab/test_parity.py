@@ -97,6 +97,9 @@ def test_unicast_ttl_goes_on_the_wire_and_mcast_src_ip_is_the_source(lab, tmp_pa
         wait_until(lambda: (backup.instance("VI_1") or {}).get("stats", {}).get("adverts_rx", 0) >= 3, 10,
                    message=master.log_text()[-1500:] + backup.log_text()[-1500:])
         assert backup.state("VI_1") == "BACKUP"
+        # What b's socket heard, dumpcap may not have handed to the file yet: wait for it there too.
+        wait_until(lambda: capture.decode(["ip.ttl"], f"ip.src == {a.ipv4}"), 5, 0.05,
+                   message="the capture on b never saw a's adverts")
     finally:
         capture.stop()
     ttls = {row["ip.ttl"] for row in capture.decode(["ip.ttl"], f"ip.src == {a.ipv4}")}
