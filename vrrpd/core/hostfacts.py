@@ -16,8 +16,6 @@ from vrrpd.core.router import Router, unspecified
 from vrrpd.core.tracking import evaluate
 
 IFA_F_SECONDARY, IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x80, 0x40, 0x08
-_HOST_FAULTS = (fsm.NoInterface, fsm.LinkDown, fsm.NoSocket, fsm.NoAddress, fsm.NoVmac, fsm.TrackedInterfaceDown,
-                fsm.TrackedScriptDown, fsm.TrackedFileFault, fsm.TrackedProcessDown)  # everything but SyncHeld: the facts decide them
 
 
 class HostFacts:
@@ -203,7 +201,7 @@ class HostFacts:
         self._want_vmac(r)
         verdict = evaluate(r.inst, self._links_up, self._scripts_up, self._scripts, self._tracked)
         wanted = self._host_faults(r) | verdict.faults
-        current = {f for f in r.fsm.faults if isinstance(f, _HOST_FAULTS)}
+        current = {f for f in r.fsm.faults if not isinstance(f, fsm.SyncHeld)}  # the facts decide all but the group's
         effects: list[fsm.Effect] = []
         for reason in sorted(wanted - current, key=lambda f: f.label):  # new reasons first: no BACKUP between
             effects += r.fsm.handle(fsm.FaultChanged(True, reason), now)
