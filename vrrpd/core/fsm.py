@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from daemonkit.net import Address
 from vrrpd.core.packet import Advert
@@ -84,47 +85,43 @@ class NoVmac:
 
 
 @dataclass(frozen=True, slots=True)
-class TrackedInterfaceDown:
+class _TrackedDown:
+    """A tracked object of kind `kind` (the instance key that names it) puts the router in FAULT."""
+
+    name: str
+    kind: ClassVar[str] = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedInterfaceDown(_TrackedDown):
     """A weight-0 track_interface is down or missing."""
 
-    name: str
-
-    @property
-    def label(self) -> str:
-        return f"track_interface:{self.name}"
+    kind = "track_interface"
 
 
 @dataclass(frozen=True, slots=True)
-class TrackedScriptDown:
+class TrackedScriptDown(_TrackedDown):
     """A weight-0 track_script reports down."""
 
-    name: str
-
-    @property
-    def label(self) -> str:
-        return f"track_script:{self.name}"
+    kind = "track_script"
 
 
 @dataclass(frozen=True, slots=True)
-class TrackedFileFault:
+class TrackedFileFault(_TrackedDown):
     """A track_file says FAULT: a non-zero value with weight 0, or value x weight below -253."""
 
-    name: str
-
-    @property
-    def label(self) -> str:
-        return f"track_file:{self.name}"
+    kind = "track_file"
 
 
 @dataclass(frozen=True, slots=True)
-class TrackedProcessDown:
+class TrackedProcessDown(_TrackedDown):
     """A weight-0 track_process has lost its quorum."""
 
-    name: str
-
-    @property
-    def label(self) -> str:
-        return f"track_process:{self.name}"
+    kind = "track_process"
 
 
 @dataclass(frozen=True, slots=True)
