@@ -249,39 +249,68 @@ def macvlan_supported() -> str | None:
     return None
 
 
-# ---- asking -----------------------------------------------------------------------------------------------
+# ---- the socket both use ----------------------------------------------------------------------------------
 
 
-def _open(groups: int, readable: Callable[[], None]) -> socket.socket:
-    """A non-blocking rtnetlink socket subscribed to `groups` (0: requests only), read by `readable`."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-        sock.bind((0, groups))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    asyncio.get_running_loop().add_reader(sock.fileno(), readable)
-    return sock
+class _Socket:
+    """One non-blocking rtnetlink socket subscribed to `groups` (0: requests only), read whenever readable:
+    each datagram goes to `_received`, a receive error to `_lost` (which says whether to read on)."""
 
-
-class Rtnl:
-    """Requests over one rtnetlink socket; open() inside the running loop, close() when done."""
+    groups = 0
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
-        self._seq = itertools.count(1)
-        self._pending: dict[int, tuple[asyncio.Future, list]] = {}
 
     def open(self) -> None:
-        self._sock = _open(0, self._readable)
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+            sock.bind((0, self.groups))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        self._sock = sock
 
     def close(self) -> None:
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+
+    def _readable(self) -> None:
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if self._lost(exc):
+                    continue
+                return
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _lost(self, exc: OSError) -> bool:
+        raise NotImplementedError
+
+
+# ---- asking -----------------------------------------------------------------------------------------------
+
+
+class Rtnl(_Socket):
+    """Requests over one rtnetlink socket; open() inside the running loop, close() when done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seq = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future, list]] = {}
+
+    def close(self) -> None:
+        super().close()
         for future, _ in self._pending.values():
             if not future.done():
                 future.set_exception(OSError(errno.ECONNABORTED, "netlink socket closed"))
@@ -303,37 +332,31 @@ class Rtnl:
         finally:
             self._pending.pop(seq, None)
 
-    def _readable(self) -> None:
-        while self._sock is not None:
-            try:
-                data = self._sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # ENOBUFS: an answer was lost; every waiting request fails (and may be retried) at once.
-                for future, _ in self._pending.values():
-                    if not future.done():
-                        future.set_exception(OSError(exc.errno, exc.strerror))
-                if exc.errno != errno.ENOBUFS:
-                    return
+    def _lost(self, exc: OSError) -> bool:
+        # ENOBUFS: an answer was lost; every waiting request fails (and may be retried) at once.
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(OSError(exc.errno, exc.strerror))
+        return exc.errno == errno.ENOBUFS
+
+    def _received(self, data: bytes) -> None:
+        for kind, flags, seq, body in messages(data):
+            waiting = self._pending.get(seq)
+            if waiting is None or waiting[0].done():
                 continue
-            for kind, flags, seq, body in messages(data):
-                waiting = self._pending.get(seq)
-                if waiting is None or waiting[0].done():
-                    continue
-                future, parts = waiting
-                if kind == NLMSG_ERROR:
-                    code = -_ERRNO.unpack_from(body)[0] if len(body) >= 4 else errno.EPROTO
-                    if code:
-                        future.set_exception(OSError(code, os.strerror(code)))
-                    else:
-                        future.set_result(parts)
-                elif kind == NLMSG_DONE:
-                    future.set_result(parts)
+            future, parts = waiting
+            if kind == NLMSG_ERROR:
+                code = -_ERRNO.unpack_from(body)[0] if len(body) >= 4 else errno.EPROTO
+                if code:
+                    future.set_exception(OSError(code, os.strerror(code)))
                 else:
-                    parts.append((kind, body))
-                    if not flags & NLM_F_MULTI:
-                        future.set_result(parts)
+                    future.set_result(parts)
+            elif kind == NLMSG_DONE:
+                future.set_result(parts)
+            else:
+                parts.append((kind, body))
+                if not flags & NLM_F_MULTI:
+                    future.set_result(parts)
 
     # -- the requests --------------------------------------------------------------------------------------
 
@@ -396,34 +419,21 @@ class Rtnl:
 # ---- hearing ----------------------------------------------------------------------------------------------
 
 
-class Watch:
+class Watch(_Socket):
     """The kernel's link and address news: `callback(kind, body)` per message, or `callback(None, b"")` when
     news were lost (the receive buffer overran): the caller then asks for the whole truth again."""
 
     def __init__(self, groups: int, callback: Callable[[int | None, bytes], None]):
+        super().__init__()
         self.groups = groups
         self.callback = callback
-        self._sock: socket.socket | None = None
 
-    def open(self) -> None:
-        self._sock = _open(self.groups, self._readable)
+    def _lost(self, exc: OSError) -> bool:
+        if exc.errno == errno.ENOBUFS:
+            self.callback(None, b"")
+            return True
+        raise exc
 
-    def close(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-
-    def _readable(self) -> None:
-        while self._sock is not None:
-            try:
-                data = self._sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.callback(None, b"")
-                    continue
-                raise
-            for kind, _, _, body in messages(data):
-                self.callback(kind, body)
+    def _received(self, data: bytes) -> None:
+        for kind, _, _, body in messages(data):
+            self.callback(kind, body)
