@@ -35,6 +35,16 @@ def sample(name: str) -> dict:
         return tomllib.load(fh)
 
 
+def sample_cluster() -> dict[str, str]:
+    """alias -> VIP, from the csserver sample (what a client is configured with)."""
+    return dict(sample("csserver-a.toml")["cluster"]["aliases"])
+
+
+def sample_vip(node: str) -> str:
+    """The VIP `node` is master of, as the samples name it."""
+    return sample_cluster()[ALIAS[node]]
+
+
 @dataclass
 class Pair:
     """A running dual-master pair; `Pair.start(lab_hosts)` builds it, the lab tears it down."""
@@ -77,15 +87,14 @@ class Pair:
 
     @property
     def cluster(self) -> dict[str, str]:
-        """alias -> VIP, from the csserver sample (what a client is configured with)."""
-        return dict(sample("csserver-a.toml")["cluster"]["aliases"])
+        return sample_cluster()
 
     @property
     def port(self) -> int:
         return int(sample("csserver-a.toml")["node"]["listen"].rsplit(":", 1)[1])
 
     def vip(self, node: str) -> str:
-        return self.cluster[ALIAS[node]]
+        return sample_vip(node)
 
     def _vrrpd_node(self, node: str) -> VrrpdNode:
         conf = sample(f"node-{node}.toml")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.netns import Host, Lab
-from labkit.pair import NODES, VI, sample
+from labkit.pair import NODES, VI, sample, sample_cluster, sample_vip
 from labkit.pg_host import LabPostgres
 from labkit.systemd_host import SystemdHost, wait_explained
 from vrrpd.core.fsm import master_down_interval_cs, skew_time_cs
@@ -79,11 +79,10 @@ class InstalledPair:
 
     @property
     def cluster(self) -> dict[str, str]:
-        """alias -> VIP, as the csserver sample configures a client."""
-        return dict(sample("csserver-a.toml")["cluster"]["aliases"])
+        return sample_cluster()
 
     def vip(self, node: str) -> str:
-        return self.cluster[f"cs-{node}"]
+        return sample_vip(node)
 
     def instance_config(self, node: str, name: str) -> dict:
         return next(i for i in sample(f"node-{node}.toml")["instance"] if i["name"] == name)
