@@ -107,13 +107,11 @@ class Runtime:
     async def run(self) -> int:
         # What the host must give for the keys in use, or the start is refused (OSError, exit 1) with the
         # reason, rather than running half-configured.
-        missing = preflight.problems(self.config)
+        missing = self._host_lacks(self.config)
         if missing:
             raise OSError("; ".join(missing))
         if self.fifo is not None:
             self.fifo.open()  # a path that cannot be a FIFO
-        if any(inst.track_process for inst in self.config.instances):
-            self.processes.open()  # no process events connector
         self.notify.start()
         await self.netlink.start(self.feed)  # the facts first: sockets open before any router starts
         self.feed([n.Start()])
@@ -393,17 +391,11 @@ class Runtime:
                     for problem in exc.problems:
                         self.log.error("reload_rejected", problem=str(problem))
                     return False
-                missing = preflight.problems(new)
+                missing = self._host_lacks(new)
                 if missing:
                     for problem in missing:
                         self.log.error("reload_rejected", problem=problem)
                     return False
-                if any(inst.track_process for inst in new.instances):
-                    try:
-                        self.processes.open()
-                    except OSError as exc:
-                        self.log.error("reload_rejected", problem=f"track_process: {exc}")
-                        return False
                 self.feed([n.Reconfigure(new)])
                 self.config = self.node.config
                 self.log.info("reloaded", instances=len(self.node.routers))
@@ -411,6 +403,17 @@ class Runtime:
             finally:
                 self.notifier.ready()
                 self.notifier.status(self.node.summary())
+
+    def _host_lacks(self, config: Config) -> list[str]:
+        """What the host lacks for the keys `config` uses (nothing: it can run them), the same at start and
+        reload; the process events connector is opened here when track_process wants it (once)."""
+        missing = preflight.problems(config)
+        if not missing and any(inst.track_process for inst in config.instances):
+            try:
+                self.processes.open()
+            except OSError as exc:
+                missing = [str(exc)]
+        return missing
 
     def status(self) -> dict:
         wall, now = time.time(), self.loop.time()
